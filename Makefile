@@ -1,0 +1,49 @@
+# Two commands do all set-up on a fresh machine:
+#   make run   - install (first time) and run the main job on the shipped sample
+#   make test  - install (first time) and run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.clio-installed
+OUTPUT_DIR ?= outputs
+CONFIG ?= configs/sample.yaml
+LIMIT ?= 500
+# Portable llama.cpp build: a wheel built with -march=native can crash on another CPU.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install run test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
+	$(PIP) install --quiet torch==2.13.0
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/clio run --config $(CONFIG) --limit $(LIMIT) --output-dir $(OUTPUT_DIR)
+
+test: install
+	$(VENV)/bin/ruff check clio flows tests bench
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check clio flows tests bench
+	$(VENV)/bin/ruff format --check clio flows tests bench
+
+bench: install
+	$(PY) bench/scrub_throughput.py
+
+clean:
+	rm -rf $(OUTPUT_DIR) .pytest_cache .ruff_cache

@@ -1,0 +1,307 @@
+"""The `clio` command line.
+
+`clio run` runs the Prefect flow; every file a run writes (both stores, logs,
+manifests, Prefect's home) goes under `--output-dir`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OUTPUT_DIR = "outputs"
+SAMPLE_DEFAULT_LIMIT = 500
+
+
+def _prepare_environment(output_dir: Path) -> None:
+    """Offline, private Prefect and model settings; must run before Prefect is imported."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    defaults = {
+        "PREFECT_HOME": str((output_dir / "prefect").resolve()),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "clio",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    for key, value in defaults.items():
+        if key == "PREFECT_HOME" or key not in os.environ:
+            os.environ[key] = value
+
+
+def _log_to_file(output_dir: Path) -> Path:
+    log_dir = output_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "clio.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("clio", "prefect"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        if name == "clio":
+            logger.setLevel(logging.INFO)
+    return path
+
+
+def _limit(value: str) -> int | None:
+    if value.lower() in ("all", "0"):
+        return None
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("--limit must be a positive number or 'all'")
+    return number
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from clio.config import ConfigError, load_config
+    from clio.ingest import sample_path
+
+    output_dir = Path(args.output_dir)
+    _prepare_environment(output_dir)
+    try:
+        load_config(args.config)  # fail fast with a clear message, before Prefect starts
+    except ConfigError as exc:
+        print(f"clio run: {exc}", file=sys.stderr)
+        return 2
+    inputs = [str(Path(p)) for p in args.input] if args.input else [str(sample_path())]
+    limit = args.limit
+    if limit == "default":
+        limit = None if args.input else SAMPLE_DEFAULT_LIMIT
+    for path in args.input or []:
+        if not Path(path.split("::")[0]).exists():
+            print(f"clio run: input not found: {path}", file=sys.stderr)
+            return 2
+    log_path = _log_to_file(output_dir)
+
+    from flows.pipeline import clio_run
+
+    manifest = clio_run(
+        input_paths=inputs,
+        output_dir=str(output_dir),
+        config_path=args.config,
+        limit=limit,
+    )
+    print(render_report(manifest))
+    print(f"\nlog: {log_path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = Path(args.output_dir) / "manifest.json"
+    if not path.exists():
+        print(f"clio report: no run found ({path} does not exist)", file=sys.stderr)
+        return 1
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    print(json.dumps(manifest, indent=2) if args.json else render_report(manifest))
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from clio.sql import ReadOnlyError, format_rows, run_query
+
+    db = Path(args.db)
+    if not db.exists():
+        print(f"clio sql: no released store at {db}", file=sys.stderr)
+        return 1
+    try:
+        columns, rows = run_query(db, args.query)
+    except ReadOnlyError as exc:
+        print(f"clio sql: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a SQL error is the user's to fix: show it, no traceback
+        print(f"clio sql: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(format_rows(columns, rows, args.format))
+    return 0
+
+
+def cmd_schedule(args: argparse.Namespace) -> int:
+    output_dir = Path(args.output_dir)
+    _prepare_environment(output_dir)
+    _log_to_file(output_dir)
+    from clio.ingest import sample_path
+    from flows.pipeline import clio_run
+
+    inputs = [str(Path(p).resolve()) for p in args.input] if args.input else [str(sample_path())]
+    clio_run.serve(
+        name=args.name,
+        cron=args.cron,
+        parameters={
+            "input_paths": inputs,
+            "output_dir": str(output_dir.resolve()),
+            "config_path": str(Path(args.config).resolve()) if args.config else None,
+            "limit": None if args.limit in ("default", None) else args.limit,
+        },
+    )
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import yaml
+
+    from clio.config import ConfigError, RunConfig, load_config
+    from clio.config_docs import render_config_docs
+
+    if args.docs:
+        print(render_config_docs(RunConfig))
+        return 0
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"clio config: {exc}", file=sys.stderr)
+        return 2
+    print(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True))
+    return 0
+
+
+# -- report -------------------------------------------------------------------
+
+
+def render_report(manifest: dict[str, Any]) -> str:
+    counts = manifest["counts"]
+    llm = manifest["llm"]
+    release = manifest["release"]
+    lines = [
+        f"clio run {manifest['run_id']}  (config {manifest['config_hash']})",
+        f"  input records      {counts['n_input']}",
+        f"  conversations      {counts['n_conversations']}",
+        f"  quarantined        {counts['n_quarantined']}  {counts['quarantine_reasons'] or ''}",
+        f"  truncated          {counts['n_truncated']}",
+        f"  PII spans replaced {counts['n_pii_spans_replaced']}",
+        f"  facet failures     {counts['facet_failures'] or 0}",
+        f"  LLM ({llm['backend']}: {llm['model']})  calls {llm.get('calls', 0)}, "
+        f"cached {llm.get('cached_calls', 0)}, tokens in {llm.get('input_tokens', 0)} "
+        f"out {llm.get('output_tokens', 0)}, failures {llm.get('failures', 0)}",
+        f"  clusters           built {release['clusters_built']}, "
+        f"released {release['clusters_released']} {release['clusters_released_by_level']}",
+        f"  breakdown cells    released {release['breakdown_cells_released']}",
+        f"  suppressed         {release['suppressed'] or 'nothing'}",
+        "  stage seconds      "
+        + ", ".join(f"{k} {v:.1f}" for k, v in manifest["stage_seconds"].items()),
+        f"  released store     {manifest['outputs']['released_store']}",
+        f"  manifest           {manifest['outputs']['manifest']}",
+    ]
+    return "\n".join(lines)
+
+
+# -- parser -------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clio",
+        description="Privacy-preserving conversation insights: scrub personal data, extract "
+        "facets with an LLM, cluster them into a named hierarchy and release only aggregates "
+        "that pass the privacy gate.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the whole pipeline (Prefect flow) and write the released store",
+        description="Run ingest → scrub → facets → embed → cluster → describe → hierarchy → "
+        "gate → release. Everything the run writes goes under --output-dir: "
+        "private/private.duckdb (never share), insights.duckdb (the release), manifest.json, "
+        "logs/ and prefect/ (Prefect's home).",
+    )
+    run.add_argument(
+        "--config", metavar="FILE", help="YAML config (default: built-in defaults, as in "
+        "configs/default.yaml)"
+    )
+    run.add_argument(
+        "--input",
+        metavar="PATH",
+        action="append",
+        help="input file or folder (.jsonl, .jsonl.gz, .json, .csv, .parquet, or "
+        "FILE.duckdb::TABLE); repeat for several. Default: the HH-RLHF sample shipped with clio",
+    )
+    run.add_argument(
+        "--limit",
+        type=_limit,
+        default="default",
+        metavar="N",
+        help=f"process at most N conversations; 'all' for no limit (default: "
+        f"{SAMPLE_DEFAULT_LIMIT} for the shipped sample, all for --input)",
+    )
+    run.add_argument(
+        "--output-dir",
+        default=DEFAULT_OUTPUT_DIR,
+        metavar="DIR",
+        help="where the run writes everything (default: outputs/)",
+    )
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser(
+        "report", help="print the last run's report", description="Print the report of the "
+        "last run in --output-dir (from its manifest.json)."
+    )
+    report.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, metavar="DIR")
+    report.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    report.set_defaults(func=cmd_report)
+
+    sql = sub.add_parser(
+        "sql",
+        help="run a read-only SQL query against the released store",
+        description="Run one read-only query (SELECT/WITH/DESCRIBE/SHOW) against the released "
+        "store. Tables: runs, clusters, facet_breakdowns; see README for views and examples.",
+    )
+    sql.add_argument("query", help='e.g. "SELECT name, n_users FROM clusters ORDER BY 2 DESC"')
+    sql.add_argument(
+        "--db",
+        default=str(Path(DEFAULT_OUTPUT_DIR) / "insights.duckdb"),
+        metavar="PATH",
+        help="released store (default: outputs/insights.duckdb)",
+    )
+    sql.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table", help="output format"
+    )
+    sql.set_defaults(func=cmd_sql)
+
+    schedule = sub.add_parser(
+        "schedule",
+        help="serve the flow on a cron schedule (Prefect deployment)",
+        description="Create a Prefect deployment of the clio flow and serve it on a cron "
+        "schedule in this process (Ctrl-C stops it). Runs are resumable and idempotent.",
+    )
+    schedule.add_argument("--cron", required=True, help='cron expression, e.g. "0 3 * * *"')
+    schedule.add_argument("--name", default="clio-scheduled", help="deployment name")
+    schedule.add_argument("--config", metavar="FILE", help="YAML config")
+    schedule.add_argument("--input", metavar="PATH", action="append", help="input path(s)")
+    schedule.add_argument("--limit", type=_limit, default="default", metavar="N")
+    schedule.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, metavar="DIR")
+    schedule.set_defaults(func=cmd_schedule)
+
+    config = sub.add_parser(
+        "config",
+        help="print the effective config, or the documentation of every setting",
+        description="Validate a config and print it with every default filled in.",
+    )
+    config.add_argument("--config", metavar="FILE", help="YAML config to validate")
+    config.add_argument("--docs", action="store_true", help="print every setting's documentation")
+    config.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("clio").setLevel(logging.INFO)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

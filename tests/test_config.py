@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pytest
+from pydantic_core import PydanticUndefined
+
+from clio.config import ConfigError, FacetConfig, RunConfig, config_hash, load_config
+from clio.config_docs import iter_settings, render_config_docs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path,field", iter_settings(RunConfig), ids=lambda v: str(v)[:40])
+def test_every_setting_has_description_and_default(path, field):
+    assert field.description and len(field.description) > 8, path
+    has_default = field.default is not PydanticUndefined or field.default_factory is not None
+    assert has_default, path
+
+
+def test_config_reference_doc_matches_the_models():
+    assert (ROOT / "docs" / "CONFIG.md").read_text() == render_config_docs(RunConfig)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "configs").glob("*.yaml")))
+def test_shipped_configs_validate(name):
+    assert isinstance(load_config(ROOT / "configs" / name), RunConfig)
+
+
+def test_default_yaml_spells_out_the_built_in_defaults():
+    assert load_config(ROOT / "configs" / "default.yaml") == RunConfig()
+    assert load_config(None) == RunConfig()
+
+
+def test_production_default_threshold_is_at_least_25_users():
+    assert RunConfig().privacy.min_users >= 25
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("privacy: {min_users: 0}", "min_users"),
+        ("privacy: {min_userz: 5}", "min_userz"),
+        ("llm: {backend: gpt}", "backend"),
+        ("- just\n- a list", "mapping"),
+        ("facets: [{name: x, kind: category, question: q}]", "needs `values`"),
+        ("facets: [{name: x, kind: number, question: q, cluster: true}]", "clustered"),
+        ("facets: [{name: a, question: q}, {name: a, question: q}]", "unique"),
+        ("key: [unclosed", "YAML"),
+    ],
+)
+def test_bad_configs_give_clear_errors(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_config_hash_changes_with_any_setting():
+    base = RunConfig()
+    changed = RunConfig(privacy={"min_users": 26})
+    assert config_hash(base) == config_hash(RunConfig())
+    assert config_hash(base) != config_hash(changed)
+
+
+def test_custom_facet_declared_in_yaml(tmp_path):
+    path = tmp_path / "custom.yaml"
+    path.write_text(
+        "facets:\n"
+        "  - name: request\n"
+        "    question: What was asked?\n"
+        "    cluster: true\n"
+        "  - name: sentiment\n"
+        "    kind: category\n"
+        "    question: How does the user feel?\n"
+        "    values: [positive, neutral, negative]\n"
+        "    breakdown: true\n"
+    )
+    config = load_config(path)
+    assert [f.name for f in config.facets] == ["request", "sentiment"]
+    assert config.facet("sentiment") == FacetConfig(
+        name="sentiment",
+        kind="category",
+        question="How does the user feel?",
+        values=["positive", "neutral", "negative"],
+        breakdown=True,
+    )
