@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from clio.records import FacetValue, Message, QuarantineRecord, ScrubbedConversation
+from clio.records import Cluster, FacetValue, Message, QuarantineRecord, ScrubbedConversation
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -72,6 +72,13 @@ CREATE TABLE IF NOT EXISTS assignments (
     item_id VARCHAR NOT NULL,
     conversation_id VARCHAR NOT NULL,
     cluster_id VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cluster_members (
+    run_id VARCHAR NOT NULL,
+    facet VARCHAR NOT NULL,
+    level INTEGER NOT NULL,
+    cluster_id VARCHAR NOT NULL,
+    conversation_id VARCHAR NOT NULL
 );
 CREATE TABLE IF NOT EXISTS secrets (
     name VARCHAR PRIMARY KEY,
@@ -305,4 +312,20 @@ class PrivateStore:
             )
             if data:
                 self._con.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)", data)
+            self._con.execute("COMMIT")
+
+    # -- cluster trees (private: who is in which cluster) ----------------
+    def put_cluster_members(self, run_id: str, facet: str, clusters: Iterable[Cluster]) -> None:
+        data = [
+            (run_id, facet, c.level, c.cluster_id, member)
+            for c in clusters
+            for member in sorted(set(c.member_ids))
+        ]
+        with self._lock:
+            self._con.execute("BEGIN")
+            self._con.execute(
+                "DELETE FROM cluster_members WHERE run_id = ? AND facet = ?", [run_id, facet]
+            )
+            if data:
+                self._con.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?)", data)
             self._con.execute("COMMIT")

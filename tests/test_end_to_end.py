@@ -1,0 +1,228 @@
+"""The whole pipeline through the real CLI: real Presidio, real local model, real
+embedder, a real Prefect flow run, real DuckDB files. Run twice: the second run
+must cost zero LLM calls and release identical rows."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures"
+N_SAMPLE = 60
+MIN_USERS = 3
+MIN_CONVERSATIONS = 3
+
+CONTRACT = {
+    "runs": [
+        "run_id",
+        "started_at",
+        "finished_at",
+        "config_hash",
+        "min_users",
+        "min_conversations",
+        "n_input",
+        "n_quarantined",
+        "n_conversations",
+        "llm_calls",
+        "llm_cached_calls",
+        "input_tokens",
+        "output_tokens",
+    ],
+    "clusters": [
+        "run_id",
+        "facet",
+        "level",
+        "cluster_id",
+        "parent_id",
+        "name",
+        "description",
+        "keywords",
+        "n_users",
+        "n_conversations",
+        "share",
+        "concern_mean",
+        "x",
+        "y",
+    ],
+    "facet_breakdowns": ["run_id", "cluster_id", "facet", "value", "n_users", "n_conversations"],
+}
+
+pytestmark = pytest.mark.slow
+
+
+def _write_sample(path: Path, n: int) -> None:
+    sample = ROOT / "clio" / "samples" / "hh_rlhf_harmless_base_test.jsonl.gz"
+    with gzip.open(sample, "rt", encoding="utf-8") as src, path.open("w") as dst:
+        for i, line in enumerate(src):
+            if i == n:
+                break
+            row = json.loads(line)
+            # Two conversations per user, so distinct-user counts differ from conversation counts.
+            dst.write(
+                json.dumps({"id": f"s{i:03d}", "user_id": f"user{i // 2}", "transcript": row["chosen"]})
+                + "\n"
+            )
+
+
+def _run_clio(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["CLIO_HMAC_KEY"] = "test-key-not-secret"
+    return subprocess.run(
+        [sys.executable, "-m", "clio.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    sample = work / "sample.jsonl"
+    _write_sample(sample, N_SAMPLE)
+    config = work / "config.yaml"
+    config.write_text(
+        f"privacy: {{min_users: {MIN_USERS}, min_conversations: {MIN_CONVERSATIONS}}}\n"
+        "cluster: {target_cluster_size: 8}\n"
+        "hierarchy: {branching: 2, top_clusters: 2}\n"
+    )
+    out = work / "out"
+    args = (
+        "run",
+        "--config",
+        str(config),
+        "--input",
+        str(sample),
+        "--input",
+        str(FIXTURES / "bad_lines.jsonl"),
+        "--output-dir",
+        str(out),
+    )
+    first = _run_clio(*args, cwd=work)
+    assert first.returncode == 0, first.stderr[-4000:]
+    with duckdb.connect(str(out / "insights.duckdb"), read_only=True) as con:
+        snapshot = {
+            t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
+            for t in ("clusters", "facet_breakdowns")
+        }
+    manifest_1 = json.loads((out / "manifest.json").read_text())
+    second = _run_clio(*args, cwd=work)
+    assert second.returncode == 0, second.stderr[-4000:]
+    manifest_2 = json.loads((out / "manifest.json").read_text())
+    return {
+        "out": out,
+        "first": first,
+        "snapshot": snapshot,
+        "manifest_1": manifest_1,
+        "manifest_2": manifest_2,
+    }
+
+
+def test_released_store_has_the_contract_schema(two_runs):
+    with duckdb.connect(str(two_runs["out"] / "insights.duckdb"), read_only=True) as con:
+        for table, columns in CONTRACT.items():
+            got = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()]
+            assert got[: len(columns)] == columns, table
+
+
+def test_every_released_cluster_meets_both_thresholds_in_private_truth(two_runs):
+    out = two_runs["out"]
+    run_id = two_runs["manifest_2"]["run_id"]
+    with duckdb.connect(str(out / "insights.duckdb"), read_only=True) as con:
+        released = con.execute(
+            "SELECT cluster_id, level, parent_id, n_users, n_conversations FROM clusters "
+            "WHERE run_id = ?",
+            [run_id],
+        ).fetchall()
+    assert released, "the run released no cluster at all"
+    assert {r[1] for r in released} >= {0, 1, 2}, "expected base clusters and two parent levels"
+    with duckdb.connect(str(out / "private" / "private.duckdb"), read_only=True) as con:
+        truth = {
+            cid: (users, convs)
+            for cid, users, convs in con.execute(
+                "SELECT m.cluster_id, count(DISTINCT c.user_pseudonym), "
+                "count(DISTINCT m.conversation_id) FROM cluster_members m "
+                "JOIN conversations c USING (conversation_id) WHERE m.run_id = ? "
+                "GROUP BY m.cluster_id",
+                [run_id],
+            ).fetchall()
+        }
+    released_ids = {r[0] for r in released}
+    for cluster_id, _level, parent_id, n_users, n_conversations in released:
+        users, convs = truth[cluster_id]
+        assert users >= MIN_USERS and convs >= MIN_CONVERSATIONS, cluster_id
+        assert (n_users, n_conversations) == (users, convs), cluster_id
+        assert parent_id is None or parent_id in released_ids, cluster_id
+
+
+def test_quarantine_holds_exactly_the_bad_lines(two_runs):
+    expected = json.loads((FIXTURES / "bad_lines_expected.json").read_text())
+    run_id = two_runs["manifest_2"]["run_id"]
+    with duckdb.connect(str(two_runs["out"] / "private" / "private.duckdb"), read_only=True) as con:
+        rows = con.execute(
+            "SELECT location, reason FROM quarantine WHERE run_id = ? AND source = ?",
+            [run_id, "bad_lines.jsonl"],
+        ).fetchall()
+    assert dict(rows) == expected
+    assert len(rows) == len(expected)
+    counts = two_runs["manifest_2"]["counts"]
+    assert counts["n_quarantined"] == len(expected)
+    assert counts["n_conversations"] == counts["n_input"] - len(expected)
+
+
+def test_second_run_makes_no_llm_calls_and_releases_identical_rows(two_runs):
+    first, second = two_runs["manifest_1"], two_runs["manifest_2"]
+    assert first["llm"]["calls"] > 0
+    assert second["llm"]["calls"] == 0
+    assert second["llm"]["cached_calls"] > 0
+    assert first["run_id"] == second["run_id"]
+    with duckdb.connect(str(two_runs["out"] / "insights.duckdb"), read_only=True) as con:
+        for table, rows in two_runs["snapshot"].items():
+            assert con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() == rows, table
+        runs = con.execute("SELECT run_id, llm_calls FROM runs").fetchall()
+    assert runs == [(second["run_id"], 0)]
+
+
+def test_released_store_holds_no_conversation_or_user_ids(two_runs):
+    out = two_runs["out"]
+    with duckdb.connect(str(out / "private" / "private.duckdb"), read_only=True) as con:
+        ids = [r[0] for r in con.execute("SELECT conversation_id FROM conversations").fetchall()]
+        users = [r[0] for r in con.execute("SELECT user_pseudonym FROM conversations").fetchall()]
+    released = (out / "insights.duckdb").read_bytes()
+    for value in ids + users:
+        assert value.encode() not in released, value
+
+
+def test_report_command_prints_the_last_run(two_runs):
+    report = _run_clio("report", "--output-dir", str(two_runs["out"]), cwd=two_runs["out"])
+    assert report.returncode == 0
+    assert two_runs["manifest_2"]["run_id"] in report.stdout
+    assert "clusters" in report.stdout
+
+
+def test_sql_command_reads_and_refuses_writes(two_runs):
+    db = str(two_runs["out"] / "insights.duckdb")
+    ok = _run_clio("sql", "SELECT count(*) AS n FROM runs", "--db", db, "--format", "csv", cwd=ROOT)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.split() == ["n", "1"]
+    refused = _run_clio("sql", "DELETE FROM runs", "--db", db, cwd=ROOT)
+    assert refused.returncode != 0
+    again = _run_clio("sql", "SELECT count(*) FROM runs", "--db", db, "--format", "csv", cwd=ROOT)
+    assert again.stdout.split()[-1] == "1"
+
+
+def test_everything_the_run_writes_is_under_the_output_dir(two_runs):
+    out = two_runs["out"]
+    for name in ("insights.duckdb", "manifest.json", "private/private.duckdb", "logs/clio.log"):
+        assert (out / name).exists(), name
+    assert (out / "prefect").is_dir()
