@@ -51,13 +51,26 @@ def _log_to_file(output_dir: Path) -> Path:
     return path
 
 
-def _limit(value: str) -> int | None:
-    if value.lower() in ("all", "0"):
-        return None
-    number = int(value)
+ALL = "all"
+
+
+def _limit(value: str) -> int | str:
+    """`--limit N` or `--limit all` (0 also means all)."""
+    if value.lower() in (ALL, "0"):
+        return ALL
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
     if number < 0:
-        raise argparse.ArgumentTypeError("--limit must be a positive number or 'all'")
+        raise argparse.ArgumentTypeError(f"--limit takes a positive number or 'all', not {value!r}")
     return number
+
+
+def _resolve_limit(limit: int | str | None, has_input: bool) -> int | None:
+    if limit is None:
+        return None if has_input else SAMPLE_DEFAULT_LIMIT
+    return None if limit == ALL else int(limit)
 
 
 # -- commands -----------------------------------------------------------------
@@ -75,9 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"clio run: {exc}", file=sys.stderr)
         return 2
     inputs = [str(Path(p)) for p in args.input] if args.input else [str(sample_path())]
-    limit = args.limit
-    if limit == "default":
-        limit = None if args.input else SAMPLE_DEFAULT_LIMIT
+    limit = _resolve_limit(args.limit, bool(args.input))
     for path in args.input or []:
         if not Path(path.split("::")[0]).exists():
             print(f"clio run: input not found: {path}", file=sys.stderr)
@@ -141,7 +152,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
             "input_paths": inputs,
             "output_dir": str(output_dir.resolve()),
             "config_path": str(Path(args.config).resolve()) if args.config else None,
-            "limit": None if args.limit in ("default", None) else args.limit,
+            "limit": _resolve_limit(args.limit, bool(args.input)),
         },
     )
     return 0
@@ -229,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--limit",
         type=_limit,
-        default="default",
+        default=None,
         metavar="N",
         help=f"process at most N conversations; 'all' for no limit (default: "
         f"{SAMPLE_DEFAULT_LIMIT} for the shipped sample, all for --input)",
@@ -278,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--name", default="clio-scheduled", help="deployment name")
     schedule.add_argument("--config", metavar="FILE", help="YAML config")
     schedule.add_argument("--input", metavar="PATH", action="append", help="input path(s)")
-    schedule.add_argument("--limit", type=_limit, default="default", metavar="N")
+    schedule.add_argument("--limit", type=_limit, default=None, metavar="N")
     schedule.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, metavar="DIR")
     schedule.set_defaults(func=cmd_schedule)
 
@@ -290,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--config", metavar="FILE", help="YAML config to validate")
     config.add_argument("--docs", action="store_true", help="print every setting's documentation")
     config.set_defaults(func=cmd_config)
+
+    from clio.web.commands import add_web_commands
+
+    add_web_commands(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""The safety team's browser over the released store (read-only)."""

@@ -1,0 +1,107 @@
+import pytest
+
+from clio.cli import _resolve_limit, build_parser, main, render_report
+
+COMMANDS = ["run", "report", "sql", "schedule", "config"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: clio {command}" in capsys.readouterr().out
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    "value,expected", [("all", "all"), ("ALL", "all"), ("0", "all"), ("7", 7), ("500", 500)]
+)
+def test_limit_parsing(value, expected):
+    args = build_parser().parse_args(["run", "--limit", value])
+    assert args.limit == expected
+
+
+@pytest.mark.parametrize(
+    "limit,has_input,expected",
+    [(None, False, 500), (None, True, None), ("all", False, None), (7, True, 7)],
+)
+def test_limit_default_depends_on_the_input(limit, has_input, expected):
+    assert build_parser().parse_args(["run"]).limit is None
+    assert _resolve_limit(limit, has_input) == expected
+
+
+def test_negative_limit_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["run", "--limit", "-3"])
+    assert exit_info.value.code == 2
+    assert "--limit" in capsys.readouterr().err
+
+
+def test_run_with_missing_input_is_a_clear_error(tmp_path, capsys):
+    code = main(["run", "--input", str(tmp_path / "nope.jsonl"), "--output-dir", str(tmp_path)])
+    assert code == 2
+    assert "input not found" in capsys.readouterr().err
+
+
+def test_run_with_invalid_config_is_a_clear_error(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text("privacy: {min_users: -1}\n")
+    code = main(["run", "--config", str(config), "--output-dir", str(tmp_path / "out")])
+    assert code == 2
+    assert "min_users" in capsys.readouterr().err
+
+
+def test_report_without_a_run(tmp_path, capsys):
+    assert main(["report", "--output-dir", str(tmp_path)]) == 1
+    assert "no run found" in capsys.readouterr().err
+
+
+def test_sql_without_a_store(tmp_path, capsys):
+    assert main(["sql", "SELECT 1", "--db", str(tmp_path / "x.duckdb")]) == 1
+    assert "no released store" in capsys.readouterr().err
+
+
+def test_config_docs_and_effective_config(capsys):
+    assert main(["config", "--docs"]) == 0
+    assert "privacy.min_users" in capsys.readouterr().out
+    assert main(["config"]) == 0
+    assert "min_users: 25" in capsys.readouterr().out
+
+
+def test_render_report_shows_counts():
+    manifest = {
+        "run_id": "run-abc",
+        "config_hash": "h",
+        "counts": {
+            "n_input": 12,
+            "n_conversations": 10,
+            "n_quarantined": 2,
+            "quarantine_reasons": {"invalid_json": 2},
+            "n_truncated": 1,
+            "n_pii_spans_replaced": 4,
+            "facet_failures": {},
+        },
+        "llm": {"backend": "local", "model": "m", "calls": 3, "cached_calls": 1},
+        "release": {
+            "clusters_built": 5,
+            "clusters_released": 3,
+            "clusters_released_by_level": {"request/L0": 2, "request/L1": 1},
+            "breakdown_cells_released": 4,
+            "suppressed": {"cluster_below_min_users": 2},
+        },
+        "stage_seconds": {"facets": 1.5},
+        "outputs": {"released_store": "o/insights.duckdb", "manifest": "o/manifest.json"},
+    }
+    text = render_report(manifest)
+    assert "run-abc" in text
+    assert "quarantined        2  {'invalid_json': 2}" in text
+    assert "released 3" in text
+    assert "cluster_below_min_users" in text
