@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     from clio.web.commands import add_web_commands
 
     add_web_commands(sub)
+    from clio.evaluation.commands import add_eval_commands
+
+    add_eval_commands(sub)
     return parser
 
 

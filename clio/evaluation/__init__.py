@@ -1,0 +1,1 @@
+"""Evaluation harnesses: PII scrubbing and cluster quality on labelled data."""
