@@ -29,8 +29,10 @@ def add_eval_commands(sub: argparse._SubParsersAction) -> None:
     for name, (module_name, help_text) in _HARNESSES.items():
         try:
             module = importlib.import_module(module_name)
-        except ModuleNotFoundError:
-            continue
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # harness not part of this build
         parser = harnesses.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(parser)
         parser.set_defaults(func=module.run)

@@ -43,6 +43,14 @@ class LLMError(RuntimeError):
     """A backend call failed in a way worth retrying (timeout, 5xx, bad JSON)."""
 
 
+class LLMUnavailable(RuntimeError):
+    """The backend cannot answer at all (bad API key, unknown model, missing model file).
+
+    Not an `LLMError`: retrying would not help, and recording a failure per item would
+    cache the outage as if it were the model's answer, so the run should stop instead.
+    """
+
+
 @runtime_checkable
 class LLMBackend(Protocol):
     @property
