@@ -31,10 +31,17 @@ $(STAMP): pyproject.toml constraints.txt
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CHROMIUM := /usr/bin/chromium
+# Debian's Chromium for the browser tests; Playwright drives it (never `playwright install`).
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null
+
 run: install
 	$(VENV)/bin/clio run --config $(CONFIG) --limit $(LIMIT) --output-dir $(OUTPUT_DIR)
 
-test: install
+test: install $(CHROMIUM)
 	$(VENV)/bin/ruff check clio flows tests bench
 	$(PY) -m pytest
 

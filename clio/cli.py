@@ -119,13 +119,20 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from clio.sql import ReadOnlyError, format_rows, run_query
+    from clio.sql import ReadOnlyError, format_rows, run_query, write_parquet
 
     db = Path(args.db)
     if not db.exists():
         print(f"clio sql: no released store at {db}", file=sys.stderr)
         return 1
+    if args.format == "parquet" and not args.out:
+        print("clio sql: --format parquet needs --out FILE", file=sys.stderr)
+        return 2
     try:
+        if args.format == "parquet":
+            n = write_parquet(db, args.query, Path(args.out))
+            print(f"wrote {n} rows to {args.out}")
+            return 0
         columns, rows = run_query(db, args.query)
     except ReadOnlyError as exc:
         print(f"clio sql: {exc}", file=sys.stderr)
@@ -133,7 +140,10 @@ def cmd_sql(args: argparse.Namespace) -> int:
     except Exception as exc:  # a SQL error is the user's to fix: show it, no traceback
         print(f"clio sql: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    print(format_rows(columns, rows, args.format))
+    try:
+        print(format_rows(columns, rows, args.format))
+    except BrokenPipeError:  # e.g. `clio sql ... | head`
+        sys.stderr.close()
     return 0
 
 
@@ -275,8 +285,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="released store (default: outputs/insights.duckdb)",
     )
     sql.add_argument(
-        "--format", choices=["table", "csv", "json"], default="table", help="output format"
+        "--format",
+        choices=["table", "csv", "json", "parquet"],
+        default="table",
+        help="output format (parquet writes --out FILE)",
     )
+    sql.add_argument("--out", metavar="FILE", help="file to write with --format parquet")
     sql.set_defaults(func=cmd_sql)
 
     schedule = sub.add_parser(

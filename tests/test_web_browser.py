@@ -1,0 +1,165 @@
+"""The web page in headless Chromium (Debian's package, driven by Playwright).
+
+Browses a two-run release written by the real `write_release`: expands the
+tree, opens a cluster, searches, opens the map and follows a circle, switches
+runs; then does the same in the exported file from file://. Screenshots go to
+`outputs/screenshots/`. No request may leave the server (or the file), and the
+page may log no error (a Content-Security-Policy violation is logged as one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from clio.web.export import export_html
+from tests.web_fixtures import NEW_IN_SECOND_RUN, Release, build_release, running_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "outputs" / "screenshots"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="Debian's chromium is not installed at /usr/bin/chromium (make test installs it)",
+)
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory) -> Release:
+    return build_release(tmp_path_factory.mktemp("release") / "insights.duckdb")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Watched:
+    """A page that records every request URL and every console error or page error."""
+
+    def __init__(self, browser):
+        self.page = browser.new_page(viewport={"width": 1280, "height": 900})
+        self.requests: list[str] = []
+        self.errors: list[str] = []
+        self.page.on("request", lambda request: self.requests.append(request.url))
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def shot(self, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        assert path.stat().st_size > 10_000  # a rendered page, not a blank one
+        return path
+
+
+@pytest.fixture
+def watched(browser) -> Iterator[Watched]:
+    watched = Watched(browser)
+    yield watched
+    watched.page.close()
+
+
+def browse(watched: Watched, release: Release, start: str, prefix: str) -> None:
+    """The same walk through the served page and the exported file."""
+    from playwright.sync_api import expect
+
+    page = watched.page
+    clusters = release.clusters()
+    page.goto(start)
+    expect(page.locator("h1")).to_have_text("Cluster hierarchy")
+
+    # The tree: top clusters visible, their children hidden until expanded.
+    top = clusters["request-L2-000"]
+    mid = clusters["request-L1-000"]
+    mid_row = page.locator('[data-cluster-id="request-L1-000"] > summary')
+    expect(page.locator('[data-cluster-id="request-L2-000"] > summary')).to_be_visible()
+    expect(mid_row).to_be_hidden()
+    page.locator('[data-cluster-id="request-L2-000"] > summary .twisty').click()
+    expect(mid_row).to_be_visible()
+    expect(mid_row).to_contain_text(f"{mid.n_users:,}")
+    expect(page.locator('[data-cluster-id="request-L0-000"]')).to_be_hidden()
+    mid_row.locator(".twisty").click()
+    expect(page.locator('[data-cluster-id="request-L0-000"]')).to_be_visible()
+    assert top.name in page.locator('[data-cluster-id="request-L2-000"] > summary').inner_text()
+    watched.shot(f"{prefix}tree")
+
+    # A cluster page, opened from the tree.
+    page.get_by_role("link", name=mid.name, exact=True).click()
+    expect(page.locator("#cluster-name")).to_have_text(mid.name)
+    expect(page.locator(".description")).to_have_text(mid.description)
+    expect(page.locator('.chart[data-facet="language"] tbody tr').first).to_contain_text(
+        "English (en)"
+    )
+    expect(page.locator("#children tbody tr")).to_have_count(2)
+    expect(page.locator("#history tbody tr")).to_have_count(2)
+    watched.shot(f"{prefix}cluster")
+
+    # Search from the top bar.
+    page.fill("#search-input", "email")
+    page.press("#search-input", "Enter")
+    expected = [
+        c for c in clusters.values()
+        if "email" in " ".join([c.name, c.description, *c.keywords]).lower()
+    ]  # fmt: skip
+    expect(page.locator("#results > li")).to_have_count(len(expected))
+    watched.shot(f"{prefix}search")
+
+    # The map, then a click on its largest circle opens that cluster.
+    page.click("text=Map")
+    base = [c for c in clusters.values() if c.facet == "request" and c.level == 0]
+    expect(page.locator("#cluster-map .map-point")).to_have_count(len(base))
+    watched.shot(f"{prefix}map")
+    biggest = max(base, key=lambda c: c.n_users)
+    page.locator(f'#cluster-map [data-cluster-id="{biggest.cluster_id}"] circle').click()
+    expect(page.locator("#cluster-name")).to_have_text(biggest.name)
+
+    # The run picker: the first run lacks one cluster.
+    page.click("text=Clusters")
+    expect(page.locator(f'[data-cluster-id="{NEW_IN_SECOND_RUN}"]')).to_have_count(1)
+    page.select_option("#run-select", release.runs[0][0].run_id)
+    expect(page.locator(".eyebrow").first).to_contain_text(release.runs[0][0].run_id)
+    expect(page.locator(f'[data-cluster-id="{NEW_IN_SECOND_RUN}"]')).to_have_count(0)
+    assert f"run={release.runs[0][0].run_id}" in page.url
+
+    # Filters: only the most concerning clusters and the path to them.
+    page.select_option("select[name=min_concern]", "4")
+    expect(page.locator(".tree .row.dim").first).to_be_visible()
+    watched.shot(f"{prefix}filtered")
+    assert watched.errors == []
+
+
+def test_served_page_in_chromium(browser, release, watched):
+    with running_server(release.path) as base:
+        browse(watched, release, base + "/", "")
+        # Unknown ids are a 404 page, in the browser too.
+        response = watched.page.goto(base + "/cluster/request-L9-999")
+        assert response is not None and response.status == 404
+        assert "Nothing released here" in watched.page.inner_text("h1")
+    hosts = {urlsplit(url).netloc for url in watched.requests}
+    assert hosts == {urlsplit(base).netloc}  # nothing from a CDN or anywhere else
+
+
+def test_exported_file_in_chromium(browser, release, watched, tmp_path):
+    exported = export_html(release.path, tmp_path / "clio-insights.html").path
+    browse(watched, release, exported.as_uri(), "export-")
+    watched.page.goto(exported.as_uri() + "#/cluster/request-L9-999")
+    assert "Nothing released here" in watched.page.inner_text("h1")
+    assert {urlsplit(url).scheme for url in watched.requests} <= {"file", "data"}
