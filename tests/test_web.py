@@ -24,7 +24,6 @@ from clio.web import model
 from clio.web.app import SECURITY_HEADERS, create_app
 from clio.web.export import export_html, script_json
 from clio.web.released import ClusterRow, NotAReleasedStore, ReleasedStore
-from clio.web.views import RUN_CHANGES_VIEW
 from tests.web_fixtures import NEW_IN_SECOND_RUN, Release, build_release, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -570,8 +569,7 @@ def test_run_changes_compares_each_run_with_the_one_before(tmp_path):
     write_release(store, _run("r1", 1), GateResult([_small("a", 10, 2.0), _small("b", 5)], [], {}))
     write_release(store, _run("r2", 2), GateResult([_small("a", 14, 3.5), _small("c", 6)], [], {}))
     write_release(store, _run("r3", 3), GateResult([_small("a", 9, 3.5)], [], {}))
-    connection = duckdb.connect(str(store))
-    connection.execute(RUN_CHANGES_VIEW)
+    connection = duckdb.connect(str(store), read_only=True)
     rows = connection.execute(
         "SELECT run_id, previous_run_id, cluster_id, status, n_users, previous_n_users, "
         "n_users_change, n_conversations_change, concern_change FROM run_changes"
