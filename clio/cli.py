@@ -237,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
         "logs/ and prefect/ (Prefect's home).",
     )
     run.add_argument(
-        "--config", metavar="FILE", help="YAML config (default: built-in defaults, as in "
-        "configs/default.yaml)"
+        "--config",
+        metavar="FILE",
+        help="YAML config (default: built-in defaults, as in configs/default.yaml)",
     )
     run.add_argument(
         "--input",
@@ -264,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser(
-        "report", help="print the last run's report", description="Print the report of the "
-        "last run in --output-dir (from its manifest.json)."
+        "report",
+        help="print the last run's report",
+        description="Print the report of the last run in --output-dir (from its manifest.json).",
     )
     report.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, metavar="DIR")
     report.add_argument("--json", action="store_true", help="print the whole manifest as JSON")

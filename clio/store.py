@@ -235,9 +235,7 @@ class PrivateStore:
         if rows:
             with self._lock:
                 self._con.execute("BEGIN")
-                self._con.executemany(
-                    "INSERT OR REPLACE INTO facets VALUES (?, ?, ?, ?, ?)", rows
-                )
+                self._con.executemany("INSERT OR REPLACE INTO facets VALUES (?, ?, ?, ?, ?)", rows)
                 self._con.execute("COMMIT")
         return len(rows)
 
@@ -302,7 +300,9 @@ class PrivateStore:
             )
 
     # -- assignments -----------------------------------------------------
-    def put_assignments(self, run_id: str, facet: str, rows: Iterable[tuple[str, str, str]]) -> None:
+    def put_assignments(
+        self, run_id: str, facet: str, rows: Iterable[tuple[str, str, str]]
+    ) -> None:
         """rows: (item_id, conversation_id, base cluster_id)."""
         data = [(run_id, facet, i, c, k) for i, c, k in rows]
         with self._lock:

@@ -28,7 +28,7 @@ from prefect.cache_policies import NO_CACHE
 
 import clio
 from clio.config import RunConfig, config_hash, load_config
-from clio.records import Cluster, FacetValue
+from clio.records import Cluster
 from clio.store import PrivateStore
 
 log = logging.getLogger("clio.flow")
@@ -69,9 +69,7 @@ class StageTimes:
         try:
             yield
         finally:
-            self.seconds[name] = round(
-                self.seconds.get(name, 0.0) + time.perf_counter() - start, 3
-            )
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
 @dataclass
@@ -201,7 +199,9 @@ def cluster_facet_task(
     from clio.hierarchy import build_facet_tree
 
     with PrivateStore(private_path) as store:
-        users = {c.conversation_id: c.user_pseudonym for c in store.get_conversations(conversation_ids)}
+        users = {
+            c.conversation_id: c.user_pseudonym for c in store.get_conversations(conversation_ids)
+        }
         item_ids, item_convs, texts, item_users = [], [], [], []
         for value in store.get_facets(conversation_ids):
             if value.facet != facet or value.status != "ok" or value.value is None:
@@ -227,6 +227,7 @@ def cluster_facet_task(
             if node.level == 0:
                 for member in node.extra.get("item_indices", []):
                     base_of_item[member] = node.cluster_id
+        store.put_cluster_members(run_id, facet, tree)
         store.put_assignments(
             run_id,
             facet,
@@ -447,11 +448,3 @@ def run_pipeline(
     write_manifest(paths.run_manifests / f"{summary.run_id}.json", manifest)
     write_manifest(paths.manifest, manifest)
     return manifest
-
-
-def facet_value_map(values: Sequence[FacetValue]) -> dict[str, dict[str, object]]:
-    out: dict[str, dict[str, object]] = {}
-    for v in values:
-        if v.status == "ok":
-            out.setdefault(v.conversation_id, {})[v.facet] = v.value
-    return out

@@ -67,7 +67,9 @@ def _write_sample(path: Path, n: int) -> None:
             row = json.loads(line)
             # Two conversations per user, so distinct-user counts differ from conversation counts.
             dst.write(
-                json.dumps({"id": f"s{i:03d}", "user_id": f"user{i // 2}", "transcript": row["chosen"]})
+                json.dumps(
+                    {"id": f"s{i:03d}", "user_id": f"user{i // 2}", "transcript": row["chosen"]}
+                )
                 + "\n"
             )
 
