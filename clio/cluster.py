@@ -1,0 +1,137 @@
+"""Base clusters over L2-normalised vectors: faiss spherical k-means, or UMAP + HDBSCAN.
+
+Labels come back compact (0..k-1, every label used) and ordered by cluster size,
+largest first, so cluster ids read naturally and empty clusters never reach the tree.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+
+from clio.config import ClusterConfig
+from clio.embed import normalise_rows
+
+_log = logging.getLogger("clio.cluster")
+
+
+def choose_k(n: int, config: ClusterConfig) -> int:
+    """k = round(n / target_cluster_size), clipped to [min_k, max_k] and to at most n."""
+    if n <= 0:
+        return 0
+    k = round(n / config.target_cluster_size)
+    k = max(config.min_k, min(config.max_k, k))
+    return max(1, min(k, n))
+
+
+def cluster_vectors(vectors: np.ndarray, config: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(labels in 0..k-1 per row, (k, d) normalised centroids)."""
+    vectors = np.ascontiguousarray(normalise_rows(vectors))
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be a 2-D array, got shape {vectors.shape}")
+    n = vectors.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, vectors.shape[1]), dtype=np.float32)
+    if n < 2:
+        labels = np.zeros(n, dtype=np.int64)
+    elif config.method == "hdbscan":
+        labels = _hdbscan_labels(vectors, config)
+    else:
+        labels = _kmeans_labels(vectors, choose_k(n, config), config)
+    labels = compact_labels(labels)
+    centroids = centroids_of(vectors, labels, int(labels.max()) + 1)
+    _log.info(f"cluster: {n} vectors -> {centroids.shape[0]} clusters ({config.method})")
+    return labels, centroids
+
+
+def compact_labels(labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Relabel to 0..k'-1 with no gaps, largest first (size = count of rows, or the sum of
+    `weights` per label when given), ties broken by the lower old label."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) == 0:
+        return labels
+    used, inverse = np.unique(labels, return_inverse=True)
+    sizes = np.bincount(inverse, weights=weights)
+    order = np.lexsort((used, -sizes))
+    rank = np.empty(len(used), dtype=np.int64)
+    rank[order] = np.arange(len(used))
+    return rank[inverse]
+
+
+def members_by_cluster(labels: np.ndarray, k: int) -> list[np.ndarray]:
+    """Row indices of each label 0..k-1 in one pass (O(n log n), not O(n·k))."""
+    labels = np.asarray(labels, dtype=np.int64)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(k + 1))
+    return [order[bounds[c] : bounds[c + 1]] for c in range(k)]
+
+
+def centroids_of(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Normalised mean vector of each label's rows (O(n·d), no n×n)."""
+    sums = np.zeros((k, vectors.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, vectors)
+    return normalise_rows(sums)
+
+
+def _kmeans_labels(vectors: np.ndarray, k: int, config: ClusterConfig) -> np.ndarray:
+    if k <= 1:
+        return np.zeros(vectors.shape[0], dtype=np.int64)
+    import faiss
+
+    kmeans = faiss.Kmeans(
+        vectors.shape[1],
+        k,
+        niter=config.kmeans_iterations,
+        seed=config.seed,
+        spherical=True,
+        verbose=False,
+    )
+    # faiss warns when there are fewer than 39 points per centroid; that is expected here.
+    kmeans.cp.min_points_per_centroid = 1
+    kmeans.train(vectors)
+    _, assigned = kmeans.index.search(vectors, 1)
+    return assigned[:, 0].astype(np.int64)
+
+
+def _hdbscan_labels(vectors: np.ndarray, config: ClusterConfig) -> np.ndarray:
+    """UMAP to a few dimensions (HDBSCAN is slow on 384-d), HDBSCAN there, then every
+    outlier (-1) joins the cluster whose centroid (in the original space) is nearest."""
+    import hdbscan
+    import umap
+
+    n = vectors.shape[0]
+    if n < 4:
+        return np.zeros(n, dtype=np.int64)
+    n_components = max(2, min(10, n - 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "n_jobs overridden by random_state" and the like
+        reduced = umap.UMAP(
+            n_neighbors=max(2, min(15, n - 1)),
+            n_components=n_components,
+            min_dist=0.0,
+            metric="cosine",
+            random_state=config.seed,
+            init="spectral" if n > n_components + 1 else "random",
+        ).fit_transform(vectors)
+    min_cluster_size = max(2, min(config.target_cluster_size // 2, n // 2))
+    labels = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size).fit_predict(reduced)
+    _log.info(f"cluster: hdbscan left {int((labels < 0).sum())} of {n} vectors as outliers")
+    return reassign_outliers(vectors, labels)
+
+
+def reassign_outliers(vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Give every outlier (label -1) the cluster whose centroid, computed over the
+    clustered rows in the original space, is most similar; all outliers -> one cluster."""
+    labels = np.array(labels, dtype=np.int64)
+    outliers = labels < 0
+    if outliers.all():
+        _log.info("cluster: no clusters found; one cluster holds everything")
+        return np.zeros(len(labels), dtype=np.int64)
+    if outliers.any():
+        inliers = ~outliers
+        centroids = centroids_of(vectors[inliers], labels[inliers], int(labels.max()) + 1)
+        labels[outliers] = np.argmax(vectors[outliers] @ centroids.T, axis=1)
+        _log.info(f"cluster: reassigned {int(outliers.sum())} outliers to their nearest cluster")
+    return labels

@@ -1,0 +1,94 @@
+"""Cluster keywords by class-based TF-IDF (as in BERTopic), counted by distinct users.
+
+A term is kept for a cluster only if at least `min_users` distinct users in that
+cluster used it: a rare word can identify a person, and one heavy user repeating a
+word must not make it a keyword. Scrubber placeholders (`<PERSON_1>`) never count.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import sparse
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.preprocessing import normalize
+
+# `<PERSON>`, `<EMAIL_ADDRESS_2>`, `[PHONE_NUMBER]`: typed placeholders left by the scrubber.
+_PLACEHOLDER = re.compile(r"[<\[]\s*[A-Z][A-Z0-9_]*\s*[>\]]")
+# Words of two or more letters: numbers are dropped (amounts, years and ids identify people).
+_TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
+
+
+def strip_placeholders(text: str) -> str:
+    return _PLACEHOLDER.sub(" ", text)
+
+
+def cluster_keywords(
+    texts: Sequence[str],
+    labels: np.ndarray,
+    users: Sequence[str],
+    *,
+    n_keywords: int,
+    min_users: int,
+) -> dict[int, list[str]]:
+    """Top `n_keywords` c-TF-IDF terms per label (every label 0..max present as a key),
+    keeping only terms used by at least `min_users` distinct users of that cluster."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if not (len(texts) == len(labels) == len(users)):
+        raise ValueError(
+            f"texts, labels and users differ in length: {len(texts)}, {len(labels)}, {len(users)}"
+        )
+    k = int(labels.max()) + 1 if len(labels) else 0
+    result: dict[int, list[str]] = {c: [] for c in range(k)}
+    if k == 0:
+        return result
+
+    vectorizer = CountVectorizer(
+        stop_words="english",
+        token_pattern=_TOKEN_PATTERN,
+        preprocessor=lambda text: strip_placeholders(text).lower(),
+    )
+    try:
+        doc_terms = vectorizer.fit_transform(texts).tocsr()  # (n, V) counts
+    except ValueError:  # empty vocabulary: only stop words, numbers or placeholders
+        return result
+    vocabulary = vectorizer.get_feature_names_out()
+    n = doc_terms.shape[0]
+
+    # Class-based TF-IDF: one "document" per cluster, tf normalised per cluster,
+    # idf = log(1 + average words per cluster / frequency of the term over all clusters).
+    doc_to_cluster = sparse.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n))
+    cluster_terms = (doc_to_cluster @ doc_terms).tocsr()
+    term_frequency = np.asarray(cluster_terms.sum(axis=0)).ravel()
+    average_words = cluster_terms.sum(axis=1).mean()
+    idf = np.log(1.0 + average_words / np.maximum(term_frequency, 1))
+    scores = (normalize(cluster_terms, norm="l1", axis=1) @ sparse.diags(idf)).tocsr()
+
+    # Distinct users per (cluster, term): collapse documents to (cluster, user) pairs,
+    # mark which terms each pair used at all, then count pairs per cluster.
+    user_codes = np.unique(np.asarray(users, dtype=object), return_inverse=True)[1]
+    pair_keys = labels * (int(user_codes.max()) + 1) + user_codes
+    pair_codes = np.unique(pair_keys, return_inverse=True)[1]
+    n_pairs = int(pair_codes.max()) + 1
+    doc_to_pair = sparse.csr_matrix((np.ones(n), (pair_codes, np.arange(n))), shape=(n_pairs, n))
+    pair_used = (doc_to_pair @ doc_terms).tocsr()
+    pair_used.data[:] = 1.0
+    pair_cluster = np.zeros(n_pairs, dtype=np.int64)
+    pair_cluster[pair_codes] = labels
+    pair_to_cluster = sparse.csr_matrix(
+        (np.ones(n_pairs), (pair_cluster, np.arange(n_pairs))), shape=(k, n_pairs)
+    )
+    distinct_users = (pair_to_cluster @ pair_used).tocsr()
+
+    for cluster in range(k):
+        row = scores.getrow(cluster)
+        terms, values = row.indices, row.data
+        user_counts = np.asarray(distinct_users[cluster, terms].todense()).ravel()
+        keep = (user_counts >= min_users) & (values > 0)
+        terms, values = terms[keep], values[keep]
+        # Highest score first; ties broken alphabetically so results are reproducible.
+        order = sorted(range(len(terms)), key=lambda i: (-values[i], vocabulary[terms[i]]))
+        result[cluster] = [str(vocabulary[terms[i]]) for i in order[:n_keywords]]
+    return result

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from clio.keywords import cluster_keywords, strip_placeholders
+
+
+def test_a_word_from_one_heavy_user_is_never_a_keyword():
+    texts = ["zebra zebra zebra"] * 10 + ["python code"] * 3 + ["python"]
+    users = ["heavy"] * 10 + ["a", "b", "c", "d"]
+    labels = np.zeros(len(texts), dtype=np.int64)
+    keywords = cluster_keywords(texts, labels, users, n_keywords=10, min_users=3)
+    assert keywords == {0: ["python", "code"]}
+    # with a threshold of one user the heavy user's word wins on frequency
+    assert cluster_keywords(texts, labels, users, n_keywords=10, min_users=1)[0][0] == "zebra"
+
+
+@pytest.mark.parametrize(
+    ("min_users", "expected_0", "expected_1"),
+    [(1, ["tax", "garden"], ["garden"]), (2, ["tax"], ["garden"]), (3, ["tax"], []), (4, [], [])],
+)
+def test_distinct_users_are_counted_per_cluster(min_users, expected_0, expected_1):
+    # "tax": 3 users in cluster 0. "garden": 3 users overall, but 1 in cluster 0, 2 in cluster 1.
+    texts = ["tax", "tax", "tax", "garden", "garden", "garden"]
+    users = ["a", "b", "c", "a", "b", "c"]
+    labels = np.array([0, 0, 0, 0, 1, 1])
+    keywords = cluster_keywords(texts, labels, users, n_keywords=5, min_users=min_users)
+    assert keywords[0] == expected_0
+    assert keywords[1] == expected_1
+
+
+def test_distinctive_words_rank_above_words_shared_by_every_cluster():
+    texts = ["python code help"] * 4 + ["cake recipe help"] * 4
+    users = [f"u{i}" for i in range(8)]
+    labels = np.array([0] * 4 + [1] * 4)
+    keywords = cluster_keywords(texts, labels, users, n_keywords=3, min_users=2)
+    assert keywords == {0: ["code", "python", "help"], 1: ["cake", "recipe", "help"]}
+    assert cluster_keywords(texts, labels, users, n_keywords=1, min_users=2) == {
+        0: ["code"],
+        1: ["cake"],
+    }
+
+
+def test_placeholders_stop_words_and_numbers_are_skipped():
+    texts = [
+        "email <EMAIL_ADDRESS> to <PERSON_1> about the 2024 invoice",
+        "send <PERSON> the invoice [PHONE_NUMBER] 555",
+        "the invoice for <PERSON_2> and <EMAIL_ADDRESS_3>",
+    ]
+    users = ["a", "b", "c"]
+    keywords = cluster_keywords(
+        texts, np.zeros(3, dtype=np.int64), users, n_keywords=10, min_users=1
+    )
+    assert set(keywords[0]) == {"email", "invoice", "send"}
+    assert keywords[0][0] == "invoice"
+    assert strip_placeholders("hi <PERSON_12>!") == "hi  !"
+
+
+def test_every_cluster_gets_a_key_even_without_terms():
+    texts = ["the and of", "<PERSON>", "12 34"]
+    keywords = cluster_keywords(
+        texts, np.array([0, 1, 2]), ["a", "b", "c"], n_keywords=3, min_users=1
+    )
+    assert keywords == {0: [], 1: [], 2: []}
+    assert cluster_keywords([], np.array([], dtype=np.int64), [], n_keywords=3, min_users=1) == {}
+
+
+def test_mismatched_lengths_are_an_error():
+    with pytest.raises(ValueError, match="differ in length"):
+        cluster_keywords(["a b"], np.array([0, 0]), ["u"], n_keywords=3, min_users=1)
