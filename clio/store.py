@@ -268,14 +268,17 @@ class PrivateStore:
         return {h: np.asarray(v, dtype=np.float32) for h, v in rows}
 
     def put_embeddings(self, model: str, vectors: dict[str, np.ndarray]) -> None:
-        rows = [(model, h, v.astype(np.float32).tolist()) for h, v in vectors.items()]
-        if rows:
-            with self._lock:
-                self._con.execute("BEGIN")
-                self._con.executemany(
-                    "INSERT OR IGNORE INTO embedding_cache VALUES (?, ?, ?)", rows
-                )
-                self._con.execute("COMMIT")
+        if not vectors:
+            return
+        hashes = list(vectors)
+        matrix = [vectors[h].astype(np.float32).tolist() for h in hashes]
+        # One set-based statement: executemany costs ~2 ms a row here.
+        with self._lock:
+            self._con.execute(
+                "INSERT OR IGNORE INTO embedding_cache "
+                "SELECT ?, unnest(?::VARCHAR[]), unnest(?::FLOAT[][])",
+                [model, hashes, matrix],
+            )
 
     # -- LLM cache -------------------------------------------------------
     def get_llm_response(self, key: str) -> tuple[Any, int, int] | None:
