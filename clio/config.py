@@ -62,6 +62,22 @@ class ScrubConfig(_Section):
         description="Detected types left in place: too generic to be identifying on their own "
         "and they destroy meaning when replaced.",
     )
+    extra_languages: list[str] = Field(
+        [],
+        description="Further languages with their own analyzer (spaCy NER where installed: "
+        "fr, es; otherwise the pattern recognizers only). Each message is routed by language "
+        "identification among `language` and these.",
+    )
+    entity_score_thresholds: dict[str, float] = Field(
+        {},
+        description="Minimum score per entity type, overriding `score_threshold` for that "
+        "type (e.g. {LOCATION: 0.6}).",
+    )
+    disabled_recognizers: list[str] = Field(
+        [],
+        description="Recognizers left out by name (e.g. PlaceNameRecognizer, "
+        "PersonNameRecognizer, UrlRecognizer); see docs/PII.md for the list.",
+    )
     batch_size: int = Field(32, ge=1, description="Texts per Presidio batch (spaCy nlp.pipe).")
     n_process: int = Field(1, ge=1, description="spaCy worker processes for batch analysis.")
     hmac_key_env: str = Field(

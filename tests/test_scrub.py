@@ -18,6 +18,8 @@ from clio.scrub import (
     apply_placeholders,
     build_scrubber,
     create_analyzer,
+    join_address_parts,
+    propagate_values,
     resolve_overlaps,
     scrub_conversations,
 )
@@ -186,9 +188,107 @@ def test_unknown_entity_is_a_clear_error():
         PresidioScrubber(ScrubConfig(entities=["PERSON", "NOT_A_TYPE"]))
 
 
-def test_unsupported_language_is_a_clear_error():
-    with pytest.raises(ValueError, match="'fr'"):
-        PresidioScrubber(ScrubConfig(language="fr"))
+def test_unknown_language_is_a_clear_error():
+    with pytest.raises(ValueError, match="'xx-nope'"):
+        PresidioScrubber(ScrubConfig(language="xx-nope"))
+    with pytest.raises(ValueError, match="'qq'"):
+        PresidioScrubber(ScrubConfig(extra_languages=["qq"]))
+
+
+def test_entity_score_thresholds_override_the_default():
+    text = "Tomomi Nishiyama wrote to mary@example.com"
+    base = {s.entity_type for s in PresidioScrubber(ScrubConfig()).analyze([text])[0]}
+    assert {"PERSON", "EMAIL_ADDRESS"} <= base
+    strict = PresidioScrubber(ScrubConfig(entity_score_thresholds={"PERSON": 0.99}))
+    [spans] = strict.analyze([text])
+    assert "PERSON" not in {s.entity_type for s in spans}
+    assert "EMAIL_ADDRESS" in {s.entity_type for s in spans}
+    with pytest.raises(ValueError, match="NOPE"):
+        PresidioScrubber(ScrubConfig(entity_score_thresholds={"NOPE": 0.5}))
+
+
+def test_disabled_recognizers_are_left_out():
+    text = "Tomomi Nishiyama flew in."
+    assert scrub_text(PresidioScrubber(ScrubConfig()), text) == "<PERSON_1> flew in."
+    without = PresidioScrubber(
+        ScrubConfig(disabled_recognizers=["PersonNameRecognizer", "SpacyRecognizer"])
+    )
+    assert scrub_text(without, text) == text
+    with pytest.raises(ValueError, match="NoSuchRecognizer"):
+        PresidioScrubber(ScrubConfig(disabled_recognizers=["NoSuchRecognizer"]))
+
+
+def scrub_text(scrubber: PresidioScrubber, text: str) -> str:
+    [(scrubbed, _)] = scrubber.scrub([text])
+    return scrubbed
+
+
+# --- languages -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def english_french() -> PresidioScrubber:
+    return PresidioScrubber(ScrubConfig(extra_languages=["fr"]))
+
+
+def test_messages_are_routed_to_their_language(english_french):
+    french = "Bonjour, je m'appelle Camille Lefèvre et j'habite à Bordeaux depuis deux ans."
+    english = "Hello, my colleague Mary Jones lives in Boston."
+    assert english_french.languages == ["en", "fr"]
+    [fr_spans, en_spans] = english_french.analyze([french, english])
+    assert ("PERSON", "Camille Lefèvre") in {
+        (s.entity_type, french[s.start : s.end]) for s in fr_spans
+    }
+    assert ("LOCATION", "Bordeaux") in {(s.entity_type, french[s.start : s.end]) for s in fr_spans}
+    assert ("PERSON", "Mary Jones") in {(s.entity_type, english[s.start : s.end]) for s in en_spans}
+    assert "fr_core_news_sm" in english_french.identifier
+
+
+def test_french_analyzer_keeps_the_pattern_recognizers():
+    scrubber = PresidioScrubber(ScrubConfig(language="fr"))
+    text = "Ma carte 4111 1111 1111 1111 et mon IBAN FR76 3000 6000 0112 3456 7890 189."
+    assert scrub_text(scrubber, text) == "Ma carte <CREDIT_CARD_1> et mon IBAN <IBAN_CODE_1>."
+
+
+def test_a_language_without_ner_model_gets_the_patterns():
+    scrubber = PresidioScrubber(ScrubConfig(language="de"))
+    assert "de:patterns-only" in scrubber.identifier
+    text = "Schreib an anna.schmidt@example.de, Anna Schmidt wohnt in Köln."
+    # e-mail by pattern; the name only where the given-name list knows it
+    scrubbed = scrub_text(scrubber, text)
+    assert scrubbed.startswith("Schreib an <EMAIL_ADDRESS_1>, <PERSON_1> wohnt in")
+
+
+# --- address parts -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "spans", "expected"),
+    [
+        (  # town, state and postcode after the street join it
+            "at 12 Oak Lane, Springfield, IL 62704 today",
+            [Span("STREET_ADDRESS", 3, 14, 0.6), Span("POSTCODE", 32, 37, 0.6)],
+            [Span("STREET_ADDRESS", 3, 37, 0.6)],
+        ),
+        (  # separated lines and a detected country
+            "6750 Koskikatu 25 Apt. 864\nArtilleros\n, CO\n Uruguay 64677",
+            [Span("STREET_ADDRESS", 0, 26, 0.55), Span("LOCATION", 44, 51, 0.85)],
+            [Span("STREET_ADDRESS", 0, 57, 0.55)],
+        ),
+        (  # a sentence end stops it
+            "I live at 12 Oak Lane. Then Mary came.",
+            [Span("STREET_ADDRESS", 10, 21, 0.6), Span("PERSON", 28, 32, 0.8)],
+            [Span("PERSON", 28, 32, 0.8), Span("STREET_ADDRESS", 10, 21, 0.6)],
+        ),
+        (  # without a street nothing is joined
+            "Paris, France",
+            [Span("LOCATION", 0, 5, 0.8), Span("LOCATION", 7, 13, 0.8)],
+            [Span("LOCATION", 0, 5, 0.8), Span("LOCATION", 7, 13, 0.8)],
+        ),
+    ],
+)
+def test_join_address_parts(text, spans, expected):
+    assert join_address_parts(text, spans) == expected
 
 
 def test_identifier_is_stable_and_follows_what_changes_output(scrubber):
@@ -196,6 +296,9 @@ def test_identifier_is_stable_and_follows_what_changes_output(scrubber):
     assert PresidioScrubber(ScrubConfig(batch_size=7)).identifier == scrubber.identifier
     for changed in (
         ScrubConfig(allow_list=["Claude"]),
+        ScrubConfig(entity_score_thresholds={"PERSON": 0.5}),
+        ScrubConfig(disabled_recognizers=["PlaceNameRecognizer"]),
+        ScrubConfig(extra_languages=["fr"]),
         ScrubConfig(score_threshold=0.5),
         ScrubConfig(drop_entities=[]),
         ScrubConfig(entities=["PERSON"]),
@@ -219,6 +322,20 @@ def test_long_texts_are_chunked_and_spans_map_back(scrubber):
     [(scrubbed, _)] = scrubber.scrub([text])
     assert scrubbed == text.replace("alice.jones@example.org", "<EMAIL_ADDRESS_1>").replace(
         "bob@example.net", "<EMAIL_ADDRESS_2>"
+    )
+
+
+def test_text_that_is_all_pii_is_replaced_whole(scrubber):
+    text = "4111 1111 1111 1111\nmary.jones@example.com\n536-22-8163"
+    assert scrub_text(scrubber, text) == "<CREDIT_CARD_1>\n<EMAIL_ADDRESS_1>\n<US_SSN_1>"
+
+
+def test_mixed_scripts_are_scrubbed(scrubber):
+    text = "请写信给 li.wei@example.cn。Позвоните: +44 20 7946 0958. مرحبا 192.168.1.20"
+    scrubbed = scrub_text(scrubber, text)
+    # the small English model may also take the Chinese words for a place; the PII goes
+    assert scrubbed.endswith(
+        " <EMAIL_ADDRESS_1>。Позвоните: <PHONE_NUMBER_1>. مرحبا <IP_ADDRESS_1>"
     )
 
 
@@ -373,3 +490,23 @@ def test_no_network_access_while_building_and_scrubbing(monkeypatch):
     assert quarantined == []
     assert "<EMAIL_ADDRESS_1>" in scrubbed[0].messages[1].content
     assert attempts == []
+
+
+@pytest.mark.parametrize(
+    ("texts", "spans", "expected"),
+    [
+        (  # a name found in one turn is replaced where it is repeated without context
+            ["my name is Anselm Ravensworth", "Hi Anselm Ravensworth!"],
+            [[Span("PERSON", 11, 29, 0.6)], []],
+            ["my name is <PERSON_1>", "Hi <PERSON_1>!"],
+        ),
+        (  # whole words only, short values are not spread
+            ["I am Bo, Annabel", "Bob and annabel and Annabelle"],
+            [[Span("PERSON", 5, 7, 0.6), Span("PERSON", 9, 16, 0.6)], []],
+            ["I am <PERSON_1>, <PERSON_2>", "Bob and <PERSON_2> and Annabelle"],
+        ),
+        (["nothing"], [[]], ["nothing"]),
+    ],
+)
+def test_propagate_values(texts, spans, expected):
+    assert [t for t, _ in apply_placeholders(texts, propagate_values(texts, spans))] == expected
