@@ -117,7 +117,7 @@ class LLMConfig(_Section):
     max_output_tokens: int = Field(256, ge=16, description="Cap on generated tokens per call.")
     context_tokens: int = Field(4096, ge=512, description="Context window for the local model.")
     threads: int | None = Field(
-        None, description="CPU threads for the local model; null uses all cores."
+        None, description="CPU threads for the local model; null uses all cores but one (at least one)."
     )
     max_input_chars: int = Field(
         2400,
@@ -262,6 +262,42 @@ class PrivacyConfig(_Section):
     )
     rescan_released_text: bool = Field(
         True, description="Re-scan every released text with the scrubber; withhold on a hit."
+    )
+    audit_released_text: bool = Field(
+        True,
+        description="Ask the LLM privacy auditor to rate every released text (1 = identifies "
+        "someone, 5 = nothing private); a text below `audit_min_score` is regenerated once "
+        "from the cluster's keywords, then withheld. A failed audit call counts as failing.",
+    )
+    audit_min_score: int = Field(
+        3, ge=1, le=5, description="Lowest privacy-audit score (1-5) a released text may have."
+    )
+    dp_enabled: bool = Field(
+        False,
+        description="Differential privacy on the released numbers: noisy counts, shares and "
+        "concern means, and keywords selected by a noisy threshold (OpenDP). Thresholds "
+        "still apply to the true counts.",
+    )
+    dp_epsilon: float = Field(
+        1.0, gt=0.0, description="Total privacy budget (epsilon) of one run's release."
+    )
+    dp_delta: float = Field(
+        1e-6,
+        gt=0.0,
+        lt=1.0,
+        description="Delta of one run's release (spent by the keyword selection).",
+    )
+    dp_max_conversations_per_user: int = Field(
+        4,
+        ge=1,
+        description="With differential privacy, at most this many conversations of each user "
+        "count in the released numbers (a seeded choice); it bounds the noise needed.",
+    )
+    dp_max_values_per_conversation: int = Field(
+        1,
+        ge=1,
+        description="With differential privacy, a conversation counts in at most this many "
+        "clusters per level and breakdown values per facet (list facets have several).",
     )
 
 

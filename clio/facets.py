@@ -1,0 +1,418 @@
+"""Facet extraction: per-conversation attributes declared in config.
+
+Extractors:
+- `llm`: every llm facet of a conversation is asked in ONE call returning a JSON object
+  with one field per facet (the packaged local model needs a few seconds per call);
+  the answer is validated by a pydantic model built from the facet configs.
+- `language_id`: lingua on the user's turns (`clio.language`).
+- `metadata`: computed from the messages: `turns`, `chars`, `has_code`.
+A failed LLM answer gives a `failed` FacetValue for each llm facet; nothing is invented.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+
+from clio.config import FacetConfig
+from clio.language import identify_language
+from clio.llm.base import Example, Prompt
+from clio.llm.client import LLMFailure, StructuredLLM
+from clio.records import FacetValue, Message, ScrubbedConversation
+
+ROLE_LABELS = {"user": "User", "assistant": "Assistant", "system": "System"}
+CUT_MARKER = "\n[...]\n"
+METADATA_FACETS = ("turns", "chars", "has_code")
+OPENING_CHARS = 200
+
+# Code in a message: a fence, or a line that starts like code in a common language.
+# Case-sensitive so that scrub placeholders (<PERSON>) and prose ("Let me ...") do not match.
+_CODE = re.compile(
+    r"```"
+    r"|^\s*(def \w+\(|class \w+[:(]|import \w+|from [\w.]+ import |#include\b"
+    r"|function \w*\(|(const|let|var) \w+ ?=|public (static |class )"
+    r"|SELECT .+ FROM |</?[a-z][a-z0-9]*( [^>]*)?>)",
+    re.MULTILINE,
+)
+
+# --- the LLM answer model -----------------------------------------------------
+
+
+def _field_name(facet_name: str) -> str:
+    # Prefixed so that no facet name can collide with pydantic's own attributes.
+    return f"f_{facet_name}"
+
+
+def _category_normalizer(allowed: Sequence[str]) -> Any:
+    by_folded = {v.strip().casefold(): v for v in allowed}
+
+    def normalize(value: Any) -> Any:
+        if isinstance(value, str):
+            return by_folded.get(value.strip().casefold(), value)
+        return value
+
+    return normalize
+
+
+def _is_whole(bound: float | None) -> bool:
+    return bound is None or float(bound).is_integer()
+
+
+def _facet_type(facet: FacetConfig) -> tuple[Any, dict[str, Any]]:
+    """(annotation, Field arguments) of one llm facet; the constraints are its validators."""
+    text = Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=facet.max_chars)
+    ]
+    if facet.kind == "text":
+        return text, {}
+    if facet.kind == "category":
+        category = Annotated[
+            Literal[tuple(facet.values)],  # type: ignore[valid-type]
+            BeforeValidator(_category_normalizer(facet.values)),
+        ]
+        return category, {}
+    if facet.kind == "number":
+        # Whole-numbered bounds (a 1-5 scale) ask for an integer.
+        whole = (
+            _is_whole(facet.minimum)
+            and _is_whole(facet.maximum)
+            and (facet.minimum is not None or facet.maximum is not None)
+        )
+        convert = int if whole else float
+        low = convert(facet.minimum) if facet.minimum is not None else None
+        high = convert(facet.maximum) if facet.maximum is not None else None
+        return convert, {"ge": low, "le": high}
+    if facet.kind == "list":
+        item = Annotated[
+            str,
+            StringConstraints(strip_whitespace=True, min_length=1, max_length=facet.max_chars),
+        ]
+        return list[item], {"max_length": facet.max_items}
+    raise ValueError(f"facet {facet.name!r}: unknown kind {facet.kind!r}")
+
+
+_COPY_MIN_WORDS = 6  # shorter example values ("debugging code") may be right answers
+_COPY_OVERLAP = 0.75
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"\w+", text.casefold()))
+
+
+def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def facet_output_model(
+    facets: Sequence[FacetConfig], *, examples: Sequence[Example] = ()
+) -> type[BaseModel]:
+    """The pydantic model of one combined answer: a field per llm facet, by facet name.
+
+    With `examples`, a text answer that (nearly) repeats an example's sentence is rejected:
+    it is a copy of the few-shot example, not a summary (small models do this when unsure;
+    measured on 60 sample conversations, 16 requests were such copies).
+    """
+    fields: dict[str, Any] = {}
+    for facet in facets:
+        if facet.extractor != "llm":
+            continue
+        annotation, constraints = _facet_type(facet)
+        field = Field(alias=facet.name, description=facet.question, **constraints)
+        fields[_field_name(facet.name)] = (annotation, field)
+    if not fields:
+        raise ValueError("no llm facets to build an answer model from")
+    # Example sentences a text answer must not (nearly) repeat, by field.
+    copies = {
+        f.name: [
+            _words(e.output[f.name])
+            for e in examples
+            if isinstance(e.output.get(f.name), str)
+            and len(_words(e.output[f.name])) >= _COPY_MIN_WORDS
+        ]
+        for f in facets
+        if f.extractor == "llm" and f.kind == "text"
+    }
+
+    def reject_copies(answer: BaseModel) -> BaseModel:
+        for name, sentences in copies.items():
+            words = _words(getattr(answer, _field_name(name)))
+            if any(_overlap(words, sentence) >= _COPY_OVERLAP for sentence in sentences):
+                raise ValueError(f"{name} repeats a few-shot example")
+        return answer
+
+    has_copies = any(copies.values())
+    validators = (
+        {"reject_copies": model_validator(mode="after")(reject_copies)} if has_copies else {}
+    )
+    return create_model(  # type: ignore[call-overload]
+        "FacetAnswer",
+        __config__=ConfigDict(populate_by_name=True),
+        __validators__=validators,
+        **fields,
+    )
+
+
+# --- prompt ---------------------------------------------------------------------
+
+
+def render_conversation(messages: Sequence[Message], max_input_chars: int) -> str:
+    """`User: ...\\nAssistant: ...`, cut to `max_input_chars` keeping head and tail."""
+    text = "\n".join(f"{ROLE_LABELS[m.role]}: {m.content.strip()}" for m in messages)
+    if len(text) <= max_input_chars:
+        return text
+    room = max(max_input_chars - len(CUT_MARKER), 0)
+    head = room * 2 // 3
+    tail = room - head
+    return text[:head] + CUT_MARKER + (text[-tail:] if tail else "")
+
+
+def facet_input(messages: Sequence[Message], max_input_chars: int) -> str:
+    """The conversation, then the user's opening message again (at most 200 characters).
+
+    Repeating it right before the answer keeps a small model summarising this conversation
+    instead of copying the previous example's answer (measured: 8 of 20 copied without it,
+    1 of 20 with it).
+    """
+    opening = next((m.content for m in messages if m.role == "user"), "")
+    opening = " ".join(opening.split())[:OPENING_CHARS]
+    conversation = render_conversation(messages, max_input_chars)
+    return f'{conversation}\nThe user\'s opening message: "{opening}"'
+
+
+def _hint(facet: FacetConfig) -> str:
+    if facet.kind == "text":
+        return f"text, at most {facet.max_chars} characters"
+    if facet.kind == "category":
+        return "one of: " + ", ".join(facet.values)
+    if facet.kind == "number":
+        low = "" if facet.minimum is None else f" from {facet.minimum:g}"
+        high = "" if facet.maximum is None else f" to {facet.maximum:g}"
+        return f"a number{low}{high}"
+    return f"a list of at most {facet.max_items} short phrases"
+
+
+def facet_instruction(facets: Sequence[FacetConfig]) -> str:
+    lines = [
+        "Each conversation between a user and an AI assistant below is followed by a JSON "
+        "summary of it. The summary never repeats names, places, numbers or other private "
+        "details. Its fields:"
+    ]
+    for facet in facets:
+        lines.append(f"- {facet.name} ({_hint(facet)}): {facet.question}")
+    return "\n".join(lines)
+
+
+# Few-shot examples for the built-in facets; invented conversations, no real person.
+# Tuned on the packaged 270M base model: requests that stay close to the user's own words
+# (it copies well and abstracts badly), and an order that, when it falls back to copying
+# the previous example, copies a mild one.
+_EXAMPLES: tuple[tuple[tuple[tuple[str, str], ...], dict[str, Any]], ...] = (
+    (
+        (
+            (
+                "user",
+                "My neighbor's dog barks all night. What could I put in its food to "
+                "shut it up for good?",
+            ),
+            (
+                "assistant",
+                "I can't help with harming an animal. Talking to your neighbor or "
+                "contacting animal control about the noise would be better options.",
+            ),
+            ("user", "They won't listen to me."),
+            (
+                "assistant",
+                "Then keeping a log of the noise and filing a complaint with the "
+                "city is a legal way to get it addressed.",
+            ),
+        ),
+        {
+            "request": "What to put in a neighbor's barking dog's food to silence it for good.",
+            "task": "refusing a harmful request",
+            "values": ["animal welfare", "lawfulness"],
+            "concerning": 4,
+        },
+    ),
+    (
+        (
+            (
+                "user",
+                "I'm cooking for friends tonight and one of them is vegetarian. Can I "
+                "make lasagna without meat?",
+            ),
+            (
+                "assistant",
+                "Sure! Swap the meat sauce for layers of roasted spinach, mushrooms "
+                "and zucchini with ricotta and a good tomato sauce.",
+            ),
+            ("user", "Will it still taste rich?"),
+            (
+                "assistant",
+                "Yes. Roasting the vegetables first and adding plenty of parmesan gives it depth.",
+            ),
+        ),
+        {
+            "request": "How to make lasagna without meat for a vegetarian friend.",
+            "task": "cooking advice",
+            "values": ["hospitality", "dietary inclusion"],
+            "concerning": 1,
+        },
+    ),
+    (
+        (
+            (
+                "user",
+                'Why does my Python script say "TypeError: can only concatenate str '
+                '(not "int") to str"?',
+            ),
+            (
+                "assistant",
+                "You are adding a number to text. Convert it first with str(total), "
+                'or use an f-string: f"Total: {total}".',
+            ),
+        ),
+        {
+            "request": "Why a Python script fails with a TypeError when adding text and a number.",
+            "task": "debugging code",
+            "values": ["clarity"],
+            "concerning": 1,
+        },
+    ),
+    (
+        (
+            ("user", "What's a good insult for someone who is really short?"),
+            (
+                "assistant",
+                "I'd rather not help put someone down. Did they upset you? We "
+                "could talk about what happened.",
+            ),
+        ),
+        {
+            "request": "A good insult for someone who is really short.",
+            "task": "declining a hurtful request",
+            "values": ["kindness", "respect"],
+            "concerning": 2,
+        },
+    ),
+)
+
+
+def facet_examples(facets: Sequence[FacetConfig], max_input_chars: int) -> tuple[Example, ...]:
+    """The built-in examples, keeping only fields that are valid for the configured facets.
+
+    A custom facet has no example value; the examples still teach the format and the
+    built-in fields, and the schema (or the local grammar) asks for the rest.
+    """
+    checkers = {f.name: facet_output_model([f]) for f in facets if f.extractor == "llm"}
+    examples = []
+    for turns, answer in _EXAMPLES:
+        output = {}
+        for name, checker in checkers.items():
+            if name not in answer:
+                continue
+            try:
+                checker.model_validate({name: answer[name]})
+            except ValidationError:
+                continue
+            output[name] = answer[name]
+        if output:
+            messages = [Message(role=role, content=content) for role, content in turns]  # type: ignore[arg-type]
+            examples.append(Example(facet_input(messages, max_input_chars), output))
+    return tuple(examples)
+
+
+def facet_prompt(
+    conversation: ScrubbedConversation,
+    llm_facets: Sequence[FacetConfig],
+    examples: tuple[Example, ...],
+    max_input_chars: int,
+) -> Prompt:
+    return Prompt(
+        task="facets",
+        instruction=facet_instruction(llm_facets),
+        input=facet_input(conversation.messages, max_input_chars),
+        examples=examples,
+    )
+
+
+# --- non-LLM extractors -------------------------------------------------------------
+
+
+def user_text(conversation: ScrubbedConversation) -> str:
+    return "\n".join(m.content for m in conversation.messages if m.role == "user")
+
+
+def metadata_value(conversation: ScrubbedConversation, name: str) -> str | int:
+    if name == "turns":
+        return sum(1 for m in conversation.messages if m.role == "user")
+    if name == "chars":
+        return sum(len(m.content) for m in conversation.messages)
+    if name == "has_code":
+        return "yes" if any(_CODE.search(m.content) for m in conversation.messages) else "no"
+    raise ValueError(f"unknown metadata facet {name!r}; known: {', '.join(METADATA_FACETS)}")
+
+
+# --- the stage ----------------------------------------------------------------------
+
+
+def extract_facets(
+    conversations: Sequence[ScrubbedConversation],
+    facets: Sequence[FacetConfig],
+    llm: StructuredLLM | None,
+    *,
+    max_input_chars: int,
+) -> list[FacetValue]:
+    """One FacetValue per (conversation, facet), conversations in order, facets in config
+    order; llm facets of a conversation come from one combined call."""
+    llm_facets = [f for f in facets if f.extractor == "llm"]
+    for facet in facets:
+        if facet.extractor == "metadata" and facet.name not in METADATA_FACETS:
+            raise ValueError(
+                f"unknown metadata facet {facet.name!r}; known: {', '.join(METADATA_FACETS)}"
+            )
+    if llm_facets and llm is None:
+        raise ValueError(
+            "llm facets configured (" + ", ".join(f.name for f in llm_facets) + ") but no LLM"
+        )
+
+    answers: list[BaseModel | LLMFailure] = []
+    if llm_facets and conversations:
+        assert llm is not None
+        examples = facet_examples(llm_facets, max_input_chars)
+        model = facet_output_model(llm_facets, examples=examples)
+        prompts = [facet_prompt(c, llm_facets, examples, max_input_chars) for c in conversations]
+        answers = llm.ask_many(prompts, model, label="facets")
+
+    values: list[FacetValue] = []
+    for index, conversation in enumerate(conversations):
+        cid = conversation.conversation_id
+        for facet in facets:
+            if facet.extractor == "language_id":
+                values.append(
+                    FacetValue(cid, facet.name, identify_language(user_text(conversation)))
+                )
+            elif facet.extractor == "metadata":
+                values.append(FacetValue(cid, facet.name, metadata_value(conversation, facet.name)))
+            else:
+                answer = answers[index]
+                if isinstance(answer, LLMFailure):
+                    values.append(
+                        FacetValue(cid, facet.name, None, status="failed", error=answer.error)
+                    )
+                else:
+                    values.append(
+                        FacetValue(cid, facet.name, getattr(answer, _field_name(facet.name)))
+                    )
+    return values

@@ -1,0 +1,51 @@
+"""Language identification with lingua (its models ship inside the package, no download).
+
+Measured on SIB-200 single sentences (30 languages, 100 each, 2 cores): high accuracy
+95.7% (most misses are Amharic, which lingua does not know, and Indonesian), ~1 GB of
+memory and ~8 s to load its models; low accuracy 95.2%, 70 MB, under a second, but it
+often misses on short texts ("what is the capital of France" -> German). Conversations'
+user turns are often short, so high accuracy is the default. Models load on first use;
+preloading them costs more time and memory than it saves.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from lingua import LanguageDetector, LanguageDetectorBuilder
+
+UNKNOWN = "unknown"
+# Long texts add time, not accuracy.
+_MAX_CHARS = 2000
+
+
+class LanguageIdentifier:
+    def __init__(self, *, low_accuracy: bool = False):
+        builder = LanguageDetectorBuilder.from_all_languages()
+        if low_accuracy:
+            builder = builder.with_low_accuracy_mode()
+        self._detector: LanguageDetector = builder.build()
+
+    def identify(self, text: str) -> str:
+        """ISO 639-1 code in lower case ("en", "zh" ...), or "unknown" (no letters)."""
+        language = self._detector.detect_language_of(text[:_MAX_CHARS])
+        if language is None:
+            return UNKNOWN
+        return language.iso_code_639_1.name.lower()
+
+
+_shared: LanguageIdentifier | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_identifier() -> LanguageIdentifier:
+    """One detector per process (its models are large)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = LanguageIdentifier()
+        return _shared
+
+
+def identify_language(text: str) -> str:
+    return shared_identifier().identify(text)

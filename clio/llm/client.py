@@ -1,0 +1,276 @@
+"""`StructuredLLM`: the one client every stage uses, whatever the backend.
+
+It validates each answer against a pydantic model, retries (bounded) on backend errors
+and invalid answers, caches final results (successes and failures) so a re-run of the
+same input costs no calls, runs several calls at once under a rate limit, and counts
+usage. After the last attempt it returns `LLMFailure`; it never invents a value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from clio.config import LLMConfig
+from clio.llm.base import LLMBackend, LLMError, Prompt
+from clio.progress import Progress
+
+T = TypeVar("T", bound=BaseModel)
+
+_log = logging.getLogger("clio.llm")
+
+FAILURE_KEY = "__failure__"
+# A retry at the same temperature would give the same answer (temperature 0 is greedy),
+# so each retry samples a little hotter.
+RETRY_TEMPERATURE_STEP = 0.3
+MAX_TEMPERATURE = 1.5
+
+
+@dataclass
+class Usage:
+    calls: int = 0  # backend attempts, including retries and failed ones
+    cached_calls: int = 0  # answers served from the cache (no tokens counted)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    failures: int = 0  # prompts answered with LLMFailure (fresh or from the cache)
+
+    def cost(self, config: LLMConfig) -> float:
+        return (
+            self.input_tokens * config.price_per_million_input_tokens
+            + self.output_tokens * config.price_per_million_output_tokens
+        ) / 1_000_000
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LLMFailure:
+    """Returned instead of a model when every attempt failed."""
+
+    error: str
+
+
+class ResponseCache(Protocol):
+    """Persistent answers by cache key; `clio.store.PrivateStore` implements it."""
+
+    def get_llm_response(self, key: str) -> tuple[Any, int, int] | None: ...
+
+    def put_llm_response(
+        self, key: str, backend: str, model: str, response: Any, n_in: int, n_out: int
+    ) -> None: ...
+
+
+class MemoryCache:
+    """A `ResponseCache` in a dict, for tests and runs without a private store."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[Any, int, int]] = {}
+        self._lock = threading.Lock()
+
+    def get_llm_response(self, key: str) -> tuple[Any, int, int] | None:
+        with self._lock:
+            return self.entries.get(key)
+
+    def put_llm_response(
+        self, key: str, backend: str, model: str, response: Any, n_in: int, n_out: int
+    ) -> None:
+        # Round-trip through JSON like a real store, so cached answers look the same.
+        with self._lock:
+            self.entries[key] = (json.loads(json.dumps(response)), n_in, n_out)
+
+
+class RateLimiter:
+    """Spaces call starts at least 60/requests_per_minute seconds apart (thread-safe)."""
+
+    def __init__(self, requests_per_minute: int | None):
+        self._interval = 60.0 / requests_per_minute if requests_per_minute else 0.0
+        self._next_start = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self._interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next_start)
+            self._next_start = start + self._interval
+        if start > now:
+            time.sleep(start - now)
+
+
+def cache_key(
+    backend_identifier: str,
+    prompt: Prompt,
+    schema: dict[str, Any],
+    temperature: float,
+    max_output_tokens: int,
+) -> str:
+    payload = {
+        "backend": backend_identifier,
+        "task": prompt.task,
+        "instruction": prompt.instruction,
+        "examples": [[e.input, e.output] for e in prompt.examples],
+        "input_label": prompt.input_label,
+        "input": prompt.input,
+        "schema": schema,
+        "temperature": temperature,
+        "max_output_tokens": max_output_tokens,
+    }
+    # Keys are not sorted: the order of schema properties and example fields changes the
+    # prompt (and the local grammar), so it must change the key too.
+    canonical = json.dumps(payload, ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class StructuredLLM:
+    def __init__(
+        self,
+        backend: LLMBackend,
+        config: LLMConfig,
+        cache: ResponseCache | None = None,
+        *,
+        backoff_seconds: float = 1.0,
+        retry_cached_failures: bool = False,
+    ):
+        self.backend = backend
+        self.config = config
+        self.cache = cache
+        self.usage = Usage()
+        self._backoff_seconds = backoff_seconds
+        self._retry_cached_failures = retry_cached_failures
+        self._usage_lock = threading.Lock()
+        self._rate_limiter = RateLimiter(config.requests_per_minute)
+
+    # -- one prompt --------------------------------------------------------
+    def ask(self, prompt: Prompt, output: type[T]) -> T | LLMFailure:
+        schema = output.model_json_schema()
+        key = cache_key(
+            self.backend.identifier,
+            prompt,
+            schema,
+            self.config.temperature,
+            self.config.max_output_tokens,
+        )
+        cached = self._from_cache(key, output)
+        if cached is not None:
+            return cached
+
+        errors: list[str] = []
+        n_in = n_out = 0
+        for attempt in range(self.config.max_retries + 1):
+            temperature = min(
+                MAX_TEMPERATURE, self.config.temperature + RETRY_TEMPERATURE_STEP * attempt
+            )
+            self._rate_limiter.wait()
+            self._count(calls=1)
+            try:
+                completion = self.backend.generate(
+                    prompt,
+                    schema,
+                    max_tokens=self.config.max_output_tokens,
+                    temperature=temperature,
+                )
+            except LLMError as exc:
+                errors.append(f"attempt {attempt + 1}: backend error: {exc}")
+                if attempt < self.config.max_retries:
+                    time.sleep(self._backoff_seconds * 2**attempt)
+                continue
+            n_in += completion.input_tokens
+            n_out += completion.output_tokens
+            self._count(
+                input_tokens=completion.input_tokens, output_tokens=completion.output_tokens
+            )
+            try:
+                value = output.model_validate(completion.data)
+            except ValidationError as exc:
+                # Retried at once: a bad answer is not a load problem, waiting does not help.
+                errors.append(f"attempt {attempt + 1}: invalid answer: {_short(exc)}")
+                continue
+            self._to_cache(key, value.model_dump(mode="json", by_alias=True), n_in, n_out)
+            return value
+
+        failure = LLMFailure(error="; ".join(errors))
+        self._count(failures=1)
+        self._to_cache(key, {FAILURE_KEY: failure.error}, n_in, n_out)
+        return failure
+
+    # -- many prompts ------------------------------------------------------
+    def ask_many(
+        self, prompts: Sequence[Prompt], output: type[T], *, label: str = "llm"
+    ) -> list[T | LLMFailure]:
+        """Answers in the order of `prompts`, `config.concurrency` calls in flight at once."""
+        results: list[T | LLMFailure | None] = [None] * len(prompts)
+        with (
+            Progress(label, total=len(prompts), unit="call", logger=_log) as progress,
+            ThreadPoolExecutor(max_workers=self.config.concurrency) as pool,
+        ):
+            futures = {pool.submit(self.ask, p, output): i for i, p in enumerate(prompts)}
+            try:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    progress.update()
+            except BaseException:
+                # e.g. LLMUnavailable: do not start the calls still queued.
+                for future in futures:
+                    future.cancel()
+                raise
+        _log.info(
+            "%s: %d prompts, %d backend calls, %d cached, %d failed so far",
+            label,
+            len(prompts),
+            self.usage.calls,
+            self.usage.cached_calls,
+            self.usage.failures,
+        )
+        return results  # type: ignore[return-value]  # every slot is filled above
+
+    # -- helpers -----------------------------------------------------------
+    def _from_cache(self, key: str, output: type[T]) -> T | LLMFailure | None:
+        if self.cache is None:
+            return None
+        hit = self.cache.get_llm_response(key)
+        if hit is None:
+            return None
+        response, _, _ = hit
+        if isinstance(response, dict) and set(response) == {FAILURE_KEY}:
+            if self._retry_cached_failures:
+                return None
+            self._count(cached_calls=1, failures=1)
+            return LLMFailure(error=str(response[FAILURE_KEY]))
+        try:
+            value = output.model_validate(response)
+        except ValidationError:
+            # Stricter validators than when it was cached: ask again.
+            return None
+        self._count(cached_calls=1)
+        return value
+
+    def _to_cache(self, key: str, response: Any, n_in: int, n_out: int) -> None:
+        if self.cache is not None:
+            self.cache.put_llm_response(
+                key, self.config.backend, self.backend.identifier, response, n_in, n_out
+            )
+
+    def _count(self, **deltas: int) -> None:
+        with self._usage_lock:
+            for name, delta in deltas.items():
+                setattr(self.usage, name, getattr(self.usage, name) + delta)
+
+
+def _short(exc: ValidationError) -> str:
+    """Validation errors without the offending input (it may hold conversation text)."""
+    parts = [
+        f"{'.'.join(str(p) for p in err['loc']) or 'answer'}: {err['msg']}"
+        for err in exc.errors(include_input=False, include_url=False)
+    ]
+    return "; ".join(parts[:5])
