@@ -148,23 +148,33 @@ def cmd_sql(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
+    from contextlib import nullcontext
+
+    from clio.ingest import sample_path
+    from clio.prefect_server import local_prefect_server
+
     output_dir = Path(args.output_dir)
     _prepare_environment(output_dir)
     _log_to_file(output_dir)
-    from clio.ingest import sample_path
-    from flows.pipeline import clio_run
-
     inputs = [str(Path(p).resolve()) for p in args.input] if args.input else [str(sample_path())]
-    clio_run.serve(
-        name=args.name,
-        cron=args.cron,
-        parameters={
-            "input_paths": inputs,
-            "output_dir": str(output_dir.resolve()),
-            "config_path": str(Path(args.config).resolve()) if args.config else None,
-            "limit": _resolve_limit(args.limit, bool(args.input)),
-        },
+    parameters = {
+        "input_paths": inputs,
+        "output_dir": str(output_dir.resolve()),
+        "config_path": str(Path(args.config).resolve()) if args.config else None,
+        "limit": _resolve_limit(args.limit, bool(args.input)),
+    }
+    own_server = "PREFECT_API_URL" not in os.environ
+    server = (
+        local_prefect_server(output_dir / "logs" / "prefect-server.log")
+        if own_server
+        else nullcontext(os.environ["PREFECT_API_URL"])
     )
+    with server as api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+        print(f"Prefect API: {api_url}  (schedule: {args.cron}; Ctrl-C stops)", flush=True)
+        from flows.pipeline import clio_run
+
+        clio_run.serve(name=args.name, cron=args.cron, parameters=parameters)
     return 0
 
 
@@ -299,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         "schedule",
         help="serve the flow on a cron schedule (Prefect deployment)",
         description="Create a Prefect deployment of the clio flow and serve it on a cron "
-        "schedule in this process (Ctrl-C stops it). Runs are resumable and idempotent.",
+        "schedule in this process (Ctrl-C stops it). Without PREFECT_API_URL it starts a "
+        "local Prefect server on 127.0.0.1 with its database under --output-dir/prefect. "
+        "Runs are resumable and idempotent.",
     )
     schedule.add_argument("--cron", required=True, help='cron expression, e.g. "0 3 * * *"')
     schedule.add_argument("--name", default="clio-scheduled", help="deployment name")

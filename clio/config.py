@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FacetKind = Literal["text", "category", "number", "list"]
 FacetExtractor = Literal["llm", "language_id", "metadata"]
+METADATA_FACET_NAMES = ("turns", "chars", "has_code")  # computed in clio.facets
 
 
 class _Section(BaseModel):
@@ -117,7 +118,7 @@ class LLMConfig(_Section):
     max_output_tokens: int = Field(256, ge=16, description="Cap on generated tokens per call.")
     context_tokens: int = Field(4096, ge=512, description="Context window for the local model.")
     threads: int | None = Field(
-        None, description="CPU threads for the local model; null uses all cores but one (at least one)."
+        None, description="CPU threads for the local model; null uses all cores but one."
     )
     max_input_chars: int = Field(
         2400,
@@ -170,6 +171,11 @@ class FacetConfig(_Section):
             raise ValueError(f"facet {self.name!r}: only text and list facets can be clustered")
         if self.extractor == "llm" and not self.question:
             raise ValueError(f"llm facet {self.name!r} needs a `question`")
+        if self.extractor == "metadata" and self.name not in METADATA_FACET_NAMES:
+            raise ValueError(
+                f"metadata facet {self.name!r} is not computed by clio; "
+                f"known: {', '.join(METADATA_FACET_NAMES)}"
+            )
         return self
 
 

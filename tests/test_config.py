@@ -45,6 +45,7 @@ def test_production_default_threshold_is_at_least_25_users():
         ("facets: [{name: x, kind: number, question: q, cluster: true}]", "clustered"),
         ("facets: [{name: a, question: q}, {name: a, question: q}]", "unique"),
         ("key: [unclosed", "YAML"),
+        ("facets: [{name: request, extractor: metadata}]", "not computed by clio"),
     ],
 )
 def test_bad_configs_give_clear_errors(tmp_path, text, message):
