@@ -228,3 +228,103 @@ def test_everything_the_run_writes_is_under_the_output_dir(two_runs):
     for name in ("insights.duckdb", "manifest.json", "private/private.duckdb", "logs/clio.log"):
         assert (out / name).exists(), name
     assert (out / "prefect").is_dir()
+
+
+def test_safety_team_browses_the_real_release_in_chromium(two_runs):
+    """Open the page over the release the real flow built: tree, cluster, search, map."""
+    from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, Watched
+    from tests.web_fixtures import running_server
+
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium")
+    from playwright.sync_api import expect, sync_playwright
+
+    db = two_runs["out"] / "insights.duckdb"
+    with duckdb.connect(str(db), read_only=True) as con:
+        top_id, top_name = con.execute(
+            "SELECT cluster_id, name FROM clusters WHERE parent_id IS NULL "
+            "ORDER BY n_users DESC, cluster_id LIMIT 1"
+        ).fetchone()
+        child_id, child_name = con.execute(
+            "SELECT cluster_id, name FROM clusters WHERE parent_id = ? "
+            "ORDER BY n_users DESC, cluster_id LIMIT 1",
+            [top_id],
+        ).fetchone()
+        n_base = con.execute("SELECT count(*) FROM clusters WHERE level = 0").fetchone()[0]
+    with sync_playwright() as playwright, running_server(db) as base:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        watched = Watched(browser)
+        page = watched.page
+        page.goto(base + "/")
+        top_row = page.locator(f'[data-cluster-id="{top_id}"] > summary')
+        expect(top_row).to_contain_text(top_name)
+        child_row = page.locator(f'[data-cluster-id="{child_id}"] > summary')
+        expect(child_row).to_be_hidden()
+        top_row.locator(".twisty").click()
+        expect(child_row).to_be_visible()
+        watched.shot("real-flow-tree")
+        page.goto(f"{base}/cluster/{child_id}")
+        expect(page.locator("#cluster-name")).to_have_text(child_name)
+        watched.shot("real-flow-cluster")
+        word = child_name.split()[0]
+        page.fill("#search-input", word)
+        page.press("#search-input", "Enter")
+        expect(page.locator("#results > li").first).to_be_visible()
+        page.click("text=Map")
+        expect(page.locator("#cluster-map .map-point")).to_have_count(n_base)
+        watched.shot("real-flow-map")
+        assert watched.errors == []
+        missing = page.goto(base + "/cluster/does-not-exist")
+        assert missing is not None and missing.status == 404
+        browser.close()
+
+
+def test_a_killed_run_resumes_from_its_caches(two_runs, tmp_path):
+    """SIGKILL a run in the middle of the LLM stage, run again: it finishes, reuses the
+    answers paid for before the kill, and releases the same rows as an uninterrupted run."""
+    import signal
+    import time
+
+    work = two_runs["out"].parent
+    out = tmp_path / "out"
+    args = [
+        sys.executable,
+        "-m",
+        "clio.cli",
+        "run",
+        "--config",
+        str(work / "config.yaml"),
+        "--input",
+        str(work / "sample.jsonl"),
+        "--input",
+        str(FIXTURES / "bad_lines.jsonl"),
+        "--output-dir",
+        str(out),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["CLIO_HMAC_KEY"] = "test-key-not-secret"
+    process = subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    log = out / "logs" / "clio.log"
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        text = log.read_text() if log.exists() else ""
+        if "facets:" in text and "call (" in text:  # a progress line: some answers are cached
+            break
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "insights.duckdb").exists()  # nothing half-released
+
+    resumed = _run_clio(*args[3:], cwd=work)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    first = two_runs["manifest_1"]["llm"]
+    assert manifest["llm"]["cached_calls"] > 0
+    assert manifest["llm"]["calls"] < first["calls"]
+    assert manifest["run_id"] == two_runs["manifest_2"]["run_id"]
+    with duckdb.connect(str(out / "insights.duckdb"), read_only=True) as con:
+        for table, rows in two_runs["snapshot"].items():
+            assert con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() == rows, table
