@@ -8,42 +8,80 @@ accepts nothing else. The rules, in order:
    least `min_users` DISTINCT user pseudonyms and `min_conversations`
    conversations, counted over its full membership (its own members plus all
    descendants', so suppressed children roll up into their parent). One heavy
-   user can never make a cluster releasable.
-2. A cluster whose parent is suppressed is suppressed too (nothing is ever
-   re-parented), so every released cluster's parent is released.
-3. Subtraction protection, simple form: when a released parent has exactly one
-   suppressed child and at least one released child, parent minus siblings
-   would reveal the suppressed child's counts, so the smallest released
-   sibling is suppressed too (complementary suppression), repeated until no
-   released parent has exactly one suppressed child. The facet's root counts
-   as a released parent of the top-level clusters, because `share` reveals the
-   facet's total. Breakdown cells of one cluster x facet get the same rule.
-   Not yet covered (full complementary suppression, later): differences
-   across levels of breakdown cells (a parent's cell minus its released
-   children's cells) and overlaps between distinct-user counts. The pair-wise
-   rule lives in `_complementary_pick` so a full solver can replace it.
-4. Text. Every released name, description and keyword passes `text_check`; a
-   failing name becomes "(withheld)", a failing description "", a failing
-   keyword is dropped, and a breakdown value that fails suppresses its cell.
+   user can never make a cluster releasable. A cluster whose parent is
+   suppressed is suppressed too, so every released cluster's parent is released.
+2. The hidden part. Under every released parent, and under each facet's root
+   (`share` reveals the facet's total), parent minus released children is
+   derivable by subtraction. That hidden part must be empty or itself a
+   releasable group: at least `min_users` distinct users and `min_conversations`
+   conversations, and the users found in it but in no released child (what
+   parent users minus children users reveals when the children share no user)
+   must be none or at least `min_users`. Otherwise the smallest released child
+   is suppressed too (complementary suppression), until the rule holds. A
+   suppressed child's counts can therefore never be derived, and the implied
+   "other / suppressed" total is always itself releasable.
+3. Breakdown cells (cluster x facet value) pass the same thresholds, and the
+   same hidden-part rule twice: within a cluster (cluster minus its released
+   cells, which includes members without a value), and across levels (a
+   parent's cell minus its released children's cells of that value). A value
+   hidden in a cluster is hidden in all its descendants, so every difference an
+   analyst can form is a union of hidden parts, each empty or releasable.
+4. Text. Every released text (name, description, keyword, breakdown value) is
+   checked: a word that only 1 to `min_users - 1` distinct users ever wrote
+   fails ("rare word"), then `text_check` (the scrubber re-scan), then the LLM
+   privacy `audit` (score below `audit_min_score`, or a failed call, fails). A
+   keyword also needs `min_users` distinct users in its cluster who used it. A
+   cluster whose name or description fails is renamed once by `regenerate` from
+   its vetted keywords only, re-checked, and what still fails is withheld
+   ("(withheld)" / ""). A failing breakdown value suppresses its cell.
+5. Optional differential privacy (`config.dp_enabled`, see `clio.dp`): released
+   numbers get OpenDP noise (then are clamped to the thresholds), and keywords
+   need a noisy count above OpenDP's threshold. The budget is in `GateResult.dp`.
 
-The result carries suppression counts by reason only, never names or ids.
+Differences between released numbers that involve no hidden part (for example
+the number of users two released siblings share, |A| + |B| - |parent|) are not
+suppressed: both groups are releasable; the DP option noises them.
+
+The result carries counts by reason only, never names or ids of what was withheld.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any
+
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from clio.config import PrivacyConfig
+from clio.describe import NAME_INSTRUCTION, PARENT_INSTRUCTION, keyword_description
+from clio.dp import (
+    CONCERN_SHARE,
+    COUNTS_SHARE,
+    KEYWORDS_SHARE,
+    DPConfig,
+    DPReport,
+    bounded_conversations,
+    concern_sensitivity,
+    count_sensitivity,
+    noisy_counts,
+    noisy_sums,
+    rows_per_user,
+    select_keys,
+)
+from clio.keywords import strip_placeholders
 from clio.records import Cluster
 
 log = logging.getLogger("clio.gate")
 
 TextCheck = Callable[[str], bool]  # True when a text is safe to release
+Audit = Callable[[Sequence[str]], Mapping[str, int | None]]  # text -> score 1-5, None = failed
+# cluster id -> its vetted keywords, in; cluster id -> (name, description), out
+Regenerate = Callable[[Mapping[str, Sequence[str]]], Mapping[str, tuple[str, str]]]
 
 WITHHELD_NAME = "(withheld)"
 
@@ -53,10 +91,34 @@ CLUSTER_BELOW_MIN_CONVERSATIONS = "cluster_below_min_conversations"
 PARENT_SUPPRESSED = "parent_suppressed"
 COMPLEMENTARY_SUPPRESSION = "complementary_suppression"
 CELL_BELOW_THRESHOLD = "cell_below_threshold"
-CELL_VALUE_WITHHELD_PII = "cell_value_withheld_pii"
 CELL_COMPLEMENTARY_SUPPRESSION = "cell_complementary_suppression"
+CELL_HIDDEN_ABOVE = "cell_hidden_in_parent"
+KEYWORD_BELOW_MIN_USERS = "keyword_below_min_users"
+KEYWORD_NOT_SELECTED_DP = "keyword_not_selected_dp"
+# Text failures: f"{kind}_withheld_{reason}" with kind in text, keyword, cell_value.
+PII, RARE_WORD, AUDIT, AUDIT_ERROR = "pii", "rare_word", "audit", "audit_error"
 TEXT_WITHHELD_PII = "text_withheld_pii"
 KEYWORD_WITHHELD_PII = "keyword_withheld_pii"
+CELL_VALUE_WITHHELD_PII = "cell_value_withheld_pii"
+
+# Words as `clio.keywords` counts them: two or more letters, numbers dropped.
+_WORD = re.compile(r"(?u)\b[^\W\d_]{2,}\b")
+# Words of the naming prompts' own instructions and templates, and the verbs any summary
+# of requests uses: they come from clio, not from a user, so they are never "rare".
+_DESCRIBING_WORDS = frozenset(
+    _WORD.findall(
+        " ".join(
+            [
+                NAME_INSTRUCTION,
+                PARENT_INSTRUCTION,
+                keyword_description([]),
+                keyword_description(["x"]),
+                "users user ask asks asking asked help helps want wants wanting know learn "
+                "request requests requesting question questions advice information tips",
+            ]
+        ).lower()
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -90,30 +152,33 @@ class GateResult:
     clusters: list[ReleasedCluster]
     breakdowns: list[ReleasedBreakdown]
     suppressed: dict[str, int] = field(default_factory=dict)  # counts by reason, only > 0
+    text_checks: dict[str, int] = field(default_factory=dict)  # what the text checks did
+    dp: dict[str, Any] | None = None  # the DP budget and mechanisms, when DP is on
+
+
+# -- groups of conversations ----------------------------------------------------
 
 
 @dataclass
 class _Node:
     cluster: Cluster
-    members: set[str]  # full membership: own members and every descendant's
-    n_users: int
+    conversations: set[str]  # full membership: own members and every descendant's
+    users: set[str]
     children: list[str] = field(default_factory=list)
     suppressed: bool = False
 
     @property
     def size(self) -> tuple[int, int, str]:
-        return (self.n_conversations, self.n_users, self.cluster.cluster_id)
-
-    @property
-    def n_conversations(self) -> int:
-        return len(self.members)
+        return (len(self.conversations), len(self.users), self.cluster.cluster_id)
 
 
 @dataclass
 class _Cell:
+    cluster_id: str
+    facet: str
     value: str
-    users: set[str] = field(default_factory=set)
     conversations: set[str] = field(default_factory=set)
+    users: set[str] = field(default_factory=set)
     suppressed: bool = False
 
     @property
@@ -121,7 +186,52 @@ class _Cell:
         return (len(self.conversations), len(self.users), self.value)
 
 
-T = TypeVar("T")
+def _meets(conversations: set[str], users: set[str], config: PrivacyConfig) -> bool:
+    return len(users) >= config.min_users and len(conversations) >= config.min_conversations
+
+
+def _hidden_part_ok(
+    whole: set[str],
+    whole_users: set[str],
+    shown: Sequence[_Node] | Sequence[_Cell],
+    user_of: Mapping[str, str],
+    config: PrivacyConfig,
+) -> bool:
+    """Whether `whole` minus the `shown` groups is empty or a releasable group. With
+    nothing shown there is no difference to take."""
+    if not shown:
+        return True
+    covered: set[str] = set()
+    covered_users: set[str] = set()
+    for group in shown:
+        covered |= group.conversations
+        covered_users |= group.users
+    hidden = whole - covered
+    if not hidden:
+        return True
+    hidden_users = {user_of[c] for c in hidden}
+    if not _meets(hidden, hidden_users, config):
+        return False
+    only_hidden = len(whole_users - covered_users)
+    return only_hidden == 0 or only_hidden >= config.min_users
+
+
+def _protect(
+    whole: set[str],
+    whole_users: set[str],
+    items: Sequence[_Node] | Sequence[_Cell],
+    user_of: Mapping[str, str],
+    config: PrivacyConfig,
+) -> list:
+    """The released items to suppress, smallest first, so that the hidden part is safe."""
+    shown = sorted((i for i in items if not i.suppressed), key=lambda i: i.size)
+    picks = []
+    while shown and not _hidden_part_ok(whole, whole_users, shown, user_of, config):
+        picks.append(shown.pop(0))
+    return picks
+
+
+# -- the gate -------------------------------------------------------------------
 
 
 def apply_gate(
@@ -133,62 +243,103 @@ def apply_gate(
     breakdown_facets: Sequence[str],
     concern_facet: str | None = "concerning",
     text_check: TextCheck | None = None,
+    audit: Audit | None = None,
+    regenerate: Regenerate | None = None,
     total_conversations: Mapping[str, int] | None = None,
+    seed: int = 0,
 ) -> GateResult:
     """Decide what of `clusters` may be released, and compute the released rows.
 
     `conversation_users` maps conversation id -> user pseudonym (every member
-    must have one); `facet_values` maps conversation id -> {facet -> value}.
+    must have one); `facet_values` maps conversation id -> {facet -> value}; its
+    texts are what keywords and rare words are counted in. `text_check` is the
+    scrubber re-scan, `audit` the LLM privacy auditor (`clio.audit.audit_texts`),
+    `regenerate` renames clusters from keywords (`clio.audit.KeywordRenamer`);
+    any of them may be None (that check is skipped; `text_checks` records it).
     `total_conversations` gives, per clustered facet, the run's conversations
     with that facet (the denominator of `share`); when absent it is the number
     of conversations with a value for the facet, and never less than the
-    facet's clustered conversations.
+    facet's clustered conversations. `seed` picks which conversations of a
+    heavy user count under differential privacy.
     """
     nodes = _build_nodes(clusters, conversation_users)
-    text_check = _remembered(text_check) if text_check is not None else None
     suppressed: Counter[str] = Counter()
-    min_users, min_conversations = config.min_users, config.min_conversations
 
     for node in nodes.values():
-        if node.n_users < min_users:
+        if len(node.users) < config.min_users:
             _suppress(node, CLUSTER_BELOW_MIN_USERS, suppressed)
-        elif node.n_conversations < min_conversations:
+        elif len(node.conversations) < config.min_conversations:
             _suppress(node, CLUSTER_BELOW_MIN_CONVERSATIONS, suppressed)
     # A child's membership is a subset of its parent's, so the children of a
-    # suppressed cluster are suppressed already; `_check_invariants` asserts it.
-    _complementary_suppression(nodes, suppressed)
+    # suppressed cluster are below the thresholds already; `_check_invariants` asserts it.
+    _protect_clusters(nodes, conversation_users, config, suppressed)
+    released = [n for n in _top_down(nodes) if not n.suppressed]
+
+    cells = _build_cells(released, breakdown_facets, facet_values, conversation_users)
+    for cell in _all_cells(cells):
+        if not _meets(cell.conversations, cell.users, config):
+            cell.suppressed = True
+            suppressed[CELL_BELOW_THRESHOLD] += 1
+
+    words = _WordSupport(facet_values, conversation_users, config.min_users)
+    vetter = _TextVetter(
+        words, text_check, audit, config, audit_requested=config.audit_released_text
+    )
+    tokens = _FacetTokens(facet_values)
+    keywords = {
+        n.cluster.cluster_id: _supported_keywords(n, tokens, conversation_users, config, suppressed)
+        for n in released
+    }
+    vetter.vet(
+        [t for n in released for t in (n.cluster.name, n.cluster.description)]
+        + [k for kws in keywords.values() for k in kws]
+        + [c.value for c in _all_cells(cells) if not c.suppressed]
+    )
+    for cell in _all_cells(cells):
+        if not cell.suppressed and not vetter.ok(cell.value):
+            cell.suppressed = True
+            suppressed[f"cell_value_withheld_{vetter.reason(cell.value)}"] += 1
+    _protect_cells(nodes, released, cells, conversation_users, config, suppressed)
+
+    for cid, words_of_cluster in keywords.items():
+        kept = [k for k in words_of_cluster if vetter.ok(k)]
+        for k in words_of_cluster:
+            if not vetter.ok(k):
+                suppressed[f"keyword_withheld_{vetter.reason(k)}"] += 1
+        keywords[cid] = kept
+    texts = _final_texts(released, keywords, vetter, regenerate, suppressed)
 
     totals = _facet_totals(nodes, facet_values, total_conversations)
     scores = {} if concern_facet is None else _scores(facet_values, concern_facet)
-    released = [
-        _release_cluster(node, totals, scores, text_check, suppressed)
-        for node in nodes.values()
-        if not node.suppressed
-    ]
-    released.sort(key=lambda c: (c.facet, c.level, c.cluster_id))
+    dp_config = DPConfig.from_privacy(config, seed)
+    numbers = _true_numbers(released, cells, scores, totals)
+    dp_report = None
+    if dp_config is not None:
+        numbers, keywords, dp_report = _noisy_numbers(
+            nodes, released, cells, keywords, scores, facet_values, tokens, conversation_users,
+            breakdown_facets, dp_config, config, suppressed,
+        )  # fmt: skip
 
-    breakdowns: list[ReleasedBreakdown] = []
-    for facet in breakdown_facets:
-        labels = _labels(facet_values, facet)
-        for cluster in released:
-            breakdowns.extend(
-                _release_cells(
-                    nodes[cluster.cluster_id],
-                    facet,
-                    labels,
-                    conversation_users,
-                    config,
-                    text_check,
-                    suppressed,
-                )
-            )
+    rows = [_cluster_row(n, texts, keywords, numbers) for n in released]
+    rows.sort(key=lambda c: (c.facet, c.level, c.cluster_id))
+    breakdowns = [
+        ReleasedBreakdown(c.cluster_id, c.facet, c.value, *numbers.cells[id(c)])
+        for c in _all_cells(cells)
+        if not c.suppressed
+    ]
     breakdowns.sort(key=lambda b: (b.cluster_id, b.facet, b.value))
 
-    _check_invariants(nodes, released, breakdowns, config)
-    result = GateResult(released, breakdowns, {k: v for k, v in sorted(suppressed.items()) if v})
+    _check_invariants(nodes, cells, rows, breakdowns, conversation_users, config)
+    result = GateResult(
+        rows,
+        breakdowns,
+        {k: v for k, v in sorted(suppressed.items()) if v},
+        dict(sorted(vetter.counts.items())),
+        dp_report.as_manifest() if dp_report is not None else None,
+    )
     log.info(
-        f"gate: released {len(released)} of {len(nodes)} clusters and "
-        f"{len(breakdowns)} breakdown cells; suppressed {result.suppressed}"
+        f"gate: released {len(rows)} of {len(nodes)} clusters and {len(breakdowns)} breakdown "
+        f"cells; suppressed {result.suppressed}; text checks {result.text_checks}"
     )
     return result
 
@@ -241,7 +392,7 @@ def _build_nodes(
     for cid, cluster in by_id.items():
         users = {conversation_users[m] for m in members[cid] if m in conversation_users}
         n_without_user += sum(1 for m in members[cid] if m not in conversation_users)
-        nodes[cid] = _Node(cluster, members[cid], len(users), sorted(children[cid]))
+        nodes[cid] = _Node(cluster, members[cid], users, sorted(children[cid]))
     if n_without_user:
         raise ValueError(
             f"{n_without_user} cluster memberships refer to conversations without a user "
@@ -269,23 +420,9 @@ def _suppress_descendants(node: _Node, nodes: Mapping[str, _Node], counts: Count
         _suppress_descendants(child, nodes, counts)
 
 
-def _complementary_pick(
-    items: Sequence[T], is_suppressed: Callable[[T], bool], size: Callable[[T], tuple]
-) -> T | None:
-    """The item to suppress so that a lone suppressed item cannot be found by subtraction.
-
-    Exactly one suppressed item beside released ones: the released total minus
-    the released items would reveal it, so the smallest released item goes too.
-    """
-    hidden = [item for item in items if is_suppressed(item)]
-    shown = [item for item in items if not is_suppressed(item)]
-    if len(hidden) != 1 or not shown:
-        return None
-    return min(shown, key=size)
-
-
 def _sibling_groups(nodes: Mapping[str, _Node]) -> list[tuple[_Node | None, list[_Node]]]:
-    """(parent, children) for every parent, and (None, top level) for every facet's root."""
+    """(parent, children) for every parent, and (None, top level) for every facet's root,
+    top-down."""
     roots: dict[str, list[_Node]] = defaultdict(list)
     for node in nodes.values():
         if node.cluster.parent_id is None:
@@ -299,22 +436,496 @@ def _sibling_groups(nodes: Mapping[str, _Node]) -> list[tuple[_Node | None, list
     return groups
 
 
-def _complementary_suppression(nodes: Mapping[str, _Node], counts: Counter[str]) -> None:
-    groups = _sibling_groups(nodes)
+def _group_whole(parent: _Node | None, children: Sequence[_Node]) -> tuple[set[str], set[str]]:
+    if parent is not None:
+        return parent.conversations, parent.users
+    whole: set[str] = set()
+    users: set[str] = set()
+    for child in children:
+        whole |= child.conversations
+        users |= child.users
+    return whole, users
+
+
+def _protect_clusters(
+    nodes: Mapping[str, _Node],
+    user_of: Mapping[str, str],
+    config: PrivacyConfig,
+    counts: Counter[str],
+) -> None:
+    # Top-down: a suppression only ever affects the groups below it, visited later.
+    for parent, children in _sibling_groups(nodes):
+        if parent is not None and parent.suppressed:
+            continue
+        whole, whole_users = _group_whole(parent, children)
+        for pick in _protect(whole, whole_users, children, user_of, config):
+            _suppress(pick, COMPLEMENTARY_SUPPRESSION, counts)
+            _suppress_descendants(pick, nodes, counts)
+
+
+# -- breakdown cells --------------------------------------------------------------
+
+
+def _build_cells(
+    released: Sequence[_Node],
+    breakdown_facets: Sequence[str],
+    facet_values: Mapping[str, Mapping[str, object]],
+    user_of: Mapping[str, str],
+) -> dict[tuple[str, str], dict[str, _Cell]]:
+    """(cluster id, facet) -> value -> cell, for every released cluster."""
+    cells: dict[tuple[str, str], dict[str, _Cell]] = {}
+    for facet in breakdown_facets:
+        labels = _labels(facet_values, facet)
+        for node in released:
+            cid = node.cluster.cluster_id
+            by_value: dict[str, _Cell] = {}
+            for member in node.conversations:
+                for value in labels.get(member, ()):
+                    cell = by_value.get(value) or by_value.setdefault(
+                        value, _Cell(cid, facet, value)
+                    )
+                    cell.conversations.add(member)
+                    cell.users.add(user_of[member])
+            cells[(cid, facet)] = dict(sorted(by_value.items()))
+    return cells
+
+
+def _all_cells(cells: Mapping[tuple[str, str], Mapping[str, _Cell]]) -> list[_Cell]:
+    return [cell for key in sorted(cells) for cell in cells[key].values()]
+
+
+def _protect_cells(
+    nodes: Mapping[str, _Node],
+    released: Sequence[_Node],
+    cells: Mapping[tuple[str, str], Mapping[str, _Cell]],
+    user_of: Mapping[str, str],
+    config: PrivacyConfig,
+    counts: Counter[str],
+) -> None:
+    """Suppress cells until, for every released cluster and facet, the hidden part within
+    the cluster and every parent cell's hidden part across levels is safe, and a value
+    hidden in a cluster is hidden below it. Suppressing only, so this ends."""
+    facets = sorted({facet for _, facet in cells})
     changed = True
     while changed:
         changed = False
-        for parent, children in groups:
-            if parent is not None and parent.suppressed:
+        for facet in facets:
+            for node in released:  # top-down
+                cid = node.cluster.cluster_id
+                own = cells[(cid, facet)]
+                parent_id = node.cluster.parent_id
+                if parent_id is not None:
+                    above = cells[(parent_id, facet)]
+                    for value, cell in own.items():
+                        hidden_above = value not in above or above[value].suppressed
+                        if not cell.suppressed and hidden_above:
+                            cell.suppressed = True
+                            counts[CELL_HIDDEN_ABOVE] += 1
+                            changed = True
+                for pick in _protect(
+                    node.conversations, node.users, list(own.values()), user_of, config
+                ):
+                    pick.suppressed = True
+                    counts[CELL_COMPLEMENTARY_SUPPRESSION] += 1
+                    changed = True
+                children = [nodes[c] for c in node.children if not nodes[c].suppressed]
+                for value, cell in own.items():
+                    if cell.suppressed:
+                        continue
+                    below = [
+                        cells[(child.cluster.cluster_id, facet)].get(value) for child in children
+                    ]
+                    below_cells = [c for c in below if c is not None]
+                    for pick in _protect(
+                        cell.conversations, cell.users, below_cells, user_of, config
+                    ):
+                        pick.suppressed = True
+                        counts[CELL_COMPLEMENTARY_SUPPRESSION] += 1
+                        changed = True
+
+
+# -- text ---------------------------------------------------------------------------
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(strip_placeholders(text).lower())
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _words(text) if w not in ENGLISH_STOP_WORDS and w not in _DESCRIBING_WORDS}
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "\n".join(str(item) for item in value if item is not None)
+    return "" if value is None else str(value)
+
+
+class _WordSupport:
+    """Distinct users (counted up to `min_users`) who wrote each word in any facet text."""
+
+    def __init__(
+        self,
+        facet_values: Mapping[str, Mapping[str, object]],
+        user_of: Mapping[str, str],
+        min_users: int,
+    ):
+        self._facet_values = facet_values
+        self._user_of = user_of
+        self._min_users = min_users
+        self._support: dict[str, int] = {}
+        self._tokens: list[tuple[str, frozenset[str]]] | None = None
+
+    def prepare(self, texts: Iterable[str]) -> None:
+        """Count the words of all `texts` in one pass over the facet texts."""
+        self._count({w for text in texts for w in _content_words(text)})
+
+    def rare_words(self, text: str) -> list[str]:
+        words = _content_words(text)
+        self._count(words)
+        return sorted(w for w in words if 0 < self._support[w] < self._min_users)
+
+    def _count(self, words: set[str]) -> None:
+        missing = words - self._support.keys()
+        if not missing:
+            return
+        if self._tokens is None:
+            self._tokens = [
+                (
+                    self._user_of[conversation],
+                    frozenset(_words(" ".join(_value_text(v) for v in values.values()))),
+                )  # fmt: skip
+                for conversation, values in self._facet_values.items()
+                if conversation in self._user_of
+            ]
+        users: dict[str, set[str]] = {w: set() for w in missing}
+        for user, tokens in self._tokens:
+            for word in tokens & missing:
+                if len(users[word]) < self._min_users:
+                    users[word].add(user)
+        self._support.update({w: len(u) for w, u in users.items()})
+
+
+class _TextVetter:
+    """Each distinct text checked once: rare words, then the scrubber, then the LLM audit
+    (one batch). `verdicts[text]` is None when the text may be released, else the reason."""
+
+    def __init__(
+        self,
+        words: _WordSupport,
+        text_check: TextCheck | None,
+        audit: Audit | None,
+        config: PrivacyConfig,
+        *,
+        audit_requested: bool,
+    ):
+        self.words = words
+        self.text_check = text_check
+        self.audit = audit
+        self.min_score = config.audit_min_score
+        self.verdicts: dict[str, str | None] = {}
+        self.counts: Counter[str] = Counter(
+            {"scrubber_rescan": int(text_check is not None), "llm_audit": int(audit is not None)}
+        )
+        if audit is None and audit_requested:
+            log.warning("gate: the config asks for an LLM privacy audit but none was given")
+
+    def vet(self, texts: Iterable[str]) -> None:
+        new = [t for t in dict.fromkeys(texts) if t and t not in self.verdicts]
+        self.words.prepare(new)
+        pending = []
+        for text in new:
+            if self.words.rare_words(text):
+                self.verdicts[text] = RARE_WORD
+            elif self.text_check is not None and not self.text_check(text):
+                self.verdicts[text] = PII
+            else:
+                pending.append(text)
+        scores: Mapping[str, int | None] = {}
+        if self.audit is not None and pending:
+            scores = self.audit(pending)
+        for text in pending:
+            if self.audit is None:
+                self.verdicts[text] = None
                 continue
-            pick = _complementary_pick(children, lambda n: n.suppressed, lambda n: n.size)
-            if pick is not None:
-                _suppress(pick, COMPLEMENTARY_SUPPRESSION, counts)
-                _suppress_descendants(pick, nodes, counts)
-                changed = True
+            score = scores.get(text)
+            if score is None:
+                self.verdicts[text] = AUDIT_ERROR
+            else:
+                self.verdicts[text] = AUDIT if score < self.min_score else None
+        self.counts["texts_checked"] += len(new)
+        self.counts["texts_audited"] += len(pending) if self.audit is not None else 0
+        for text in new:
+            if self.verdicts[text] is not None:
+                self.counts[f"failed_{self.verdicts[text]}"] += 1
+
+    def ok(self, text: str) -> bool:
+        return not text or self.verdicts[text] is None
+
+    def reason(self, text: str) -> str:
+        return self.verdicts[text] or ""
 
 
-# -- released rows ------------------------------------------------------------
+class _FacetTokens:
+    """The words of one conversation's value of one facet, tokenised once."""
+
+    def __init__(self, facet_values: Mapping[str, Mapping[str, object]]):
+        self._facet_values = facet_values
+        self._cache: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def __call__(self, conversation: str, facet: str) -> tuple[str, ...]:
+        key = (conversation, facet)
+        if key not in self._cache:
+            value = self._facet_values.get(conversation, {}).get(facet)
+            self._cache[key] = tuple(_words(_value_text(value)))
+        return self._cache[key]
+
+
+def _supported_keywords(
+    node: _Node,
+    tokens: _FacetTokens,
+    user_of: Mapping[str, str],
+    config: PrivacyConfig,
+    counts: Counter[str],
+) -> list[str]:
+    """The cluster's keywords that at least `min_users` distinct members wrote."""
+    candidates = [k for k in dict.fromkeys(k.strip() for k in node.cluster.keywords) if k]
+    if not candidates:
+        return []
+    support = _keyword_users(candidates, node.conversations, node.cluster.facet, tokens, user_of)
+    kept = []
+    for keyword in candidates:
+        if len(support[keyword]) >= config.min_users:
+            kept.append(keyword)
+        else:
+            counts[KEYWORD_BELOW_MIN_USERS] += 1
+    return kept
+
+
+def _keyword_users(
+    keywords: Sequence[str],
+    conversations: Iterable[str],
+    facet: str,
+    tokens: _FacetTokens,
+    user_of: Mapping[str, str],
+) -> dict[str, set[str]]:
+    """keyword -> distinct users whose `facet` text (among `conversations`) contains it."""
+    phrases = {k: tuple(_words(k)) for k in keywords}
+    users: dict[str, set[str]] = {k: set() for k in keywords}
+    for conversation in conversations:
+        words = tokens(conversation, facet)
+        if not words:
+            continue
+        present = set(words)
+        for keyword, phrase in phrases.items():
+            if phrase and set(phrase) <= present and _contains(words, phrase):
+                users[keyword].add(user_of[conversation])
+    return users
+
+
+def _contains(tokens: Sequence[str], phrase: Sequence[str]) -> bool:
+    n = len(phrase)
+    return any(tuple(tokens[i : i + n]) == tuple(phrase) for i in range(len(tokens) - n + 1))
+
+
+def _final_texts(
+    released: Sequence[_Node],
+    keywords: Mapping[str, list[str]],
+    vetter: _TextVetter,
+    regenerate: Regenerate | None,
+    counts: Counter[str],
+) -> dict[str, tuple[str, str]]:
+    """cluster id -> (name, description) to release: as named, or renamed once from the
+    vetted keywords where either failed, or withheld."""
+    failing = {
+        n.cluster.cluster_id: n.cluster
+        for n in released
+        if not vetter.ok(n.cluster.name) or not vetter.ok(n.cluster.description)
+    }
+    renamed: Mapping[str, tuple[str, str]] = {}
+    if failing and regenerate is not None:
+        renamed = regenerate({cid: list(keywords[cid]) for cid in sorted(failing)})
+        vetter.vet(
+            [t for cid in sorted(renamed) if cid in failing for t in renamed[cid]
+             if t != WITHHELD_NAME]
+        )  # fmt: skip
+        vetter.counts["clusters_regenerated"] += len(failing)
+    texts: dict[str, tuple[str, str]] = {}
+    for node in released:
+        cluster = node.cluster
+        name, description = cluster.name, cluster.description
+        if cluster.cluster_id in failing:
+            new_name, new_description = renamed.get(cluster.cluster_id, ("", ""))
+            name = _replace(name, new_name, WITHHELD_NAME, vetter, counts)
+            description = _replace(description, new_description, "", vetter, counts)
+            complete = name != WITHHELD_NAME and (description or not cluster.description)
+            vetter.counts["clusters_renamed" if complete else "clusters_text_withheld"] += 1
+        texts[cluster.cluster_id] = (name, description)
+    return texts
+
+
+def _replace(
+    text: str, renamed: str, withheld: str, vetter: _TextVetter, counts: Counter[str]
+) -> str:
+    """`text` if it passed, else its renamed version if that passed, else `withheld`."""
+    if vetter.ok(text):
+        return text
+    renamed = "" if renamed == withheld else renamed
+    if renamed and vetter.ok(renamed):
+        return renamed
+    counts[f"text_withheld_{vetter.reason(renamed) if renamed else vetter.reason(text)}"] += 1
+    return withheld
+
+
+# -- numbers ------------------------------------------------------------------------
+
+
+@dataclass
+class _Numbers:
+    clusters: dict[
+        str, tuple[int, int, float, float | None]
+    ]  # users, conversations, share, concern
+    cells: dict[int, tuple[int, int]]  # id(cell) -> users, conversations
+
+
+def _true_numbers(
+    released: Sequence[_Node],
+    cells: Mapping[tuple[str, str], Mapping[str, _Cell]],
+    scores: Mapping[str, float],
+    totals: Mapping[str, int],
+) -> _Numbers:
+    clusters = {}
+    for node in released:
+        member_scores = [scores[m] for m in node.conversations if m in scores]
+        concern = sum(member_scores) / len(member_scores) if member_scores else None
+        total = totals[node.cluster.facet]
+        n = len(node.conversations)
+        clusters[node.cluster.cluster_id] = (
+            len(node.users),
+            n,
+            n / total if total else 0.0,
+            concern,
+        )
+    cell_numbers = {
+        id(c): (len(c.users), len(c.conversations)) for c in _all_cells(cells) if not c.suppressed
+    }
+    return _Numbers(clusters, cell_numbers)
+
+
+def _noisy_numbers(
+    nodes: Mapping[str, _Node],
+    released: Sequence[_Node],
+    cells: Mapping[tuple[str, str], Mapping[str, _Cell]],
+    keywords: Mapping[str, list[str]],
+    scores: Mapping[str, float],
+    facet_values: Mapping[str, Mapping[str, object]],
+    tokens: _FacetTokens,
+    user_of: Mapping[str, str],
+    breakdown_facets: Sequence[str],
+    dp: DPConfig,
+    config: PrivacyConfig,
+    counts: Counter[str],
+) -> tuple[_Numbers, dict[str, list[str]], DPReport]:
+    """Released numbers and keywords under differential privacy (see `clio.dp`)."""
+    report = DPReport(dp)
+    kept = bounded_conversations(user_of, dp.max_conversations_per_user, dp.seed)
+    bound = dp.max_values_per_conversation
+    # Each bounded conversation counts in at most `bound` clusters per (facet, level).
+    in_clusters: dict[tuple[str, int, str], list[str]] = defaultdict(list)
+    for node in sorted(nodes.values(), key=lambda n: n.cluster.cluster_id):
+        for member in node.conversations & kept:
+            in_clusters[(node.cluster.facet, node.cluster.level, member)].append(
+                node.cluster.cluster_id
+            )
+    members: dict[str, set[str]] = defaultdict(set)
+    for (_, _, member), cluster_ids in in_clusters.items():
+        for cid in cluster_ids[:bound]:
+            members[cid].add(member)
+    n_levels = len({(n.cluster.facet, n.cluster.level) for n in nodes.values()})
+    facets = sorted({n.cluster.facet for n in nodes.values()})
+
+    def users(conversations: Iterable[str]) -> int:
+        return len({user_of[c] for c in conversations})
+
+    open_cells = [c for c in _all_cells(cells) if not c.suppressed]
+    labels = {facet: _labels(facet_values, facet) for facet in breakdown_facets}
+    exact: dict[tuple[str, ...], int] = {}
+    for node in released:
+        cid = node.cluster.cluster_id
+        exact[("cluster", cid, "users")] = users(members[cid])
+        exact[("cluster", cid, "conversations")] = len(members[cid])
+    for cell in open_cells:
+        inside = {
+            m
+            for m in members[cell.cluster_id]
+            if cell.value in labels[cell.facet].get(m, [])[:bound]
+        }
+        exact[("cell", cell.cluster_id, cell.facet, cell.value, "users")] = users(inside)
+        exact[("cell", cell.cluster_id, cell.facet, cell.value, "conversations")] = len(inside)
+    for facet in facets:
+        tops = [
+            n for n in nodes.values() if n.cluster.facet == facet and n.cluster.parent_id is None
+        ]
+        exact[("total", facet)] = len(set().union(*(members[n.cluster.cluster_id] for n in tops)))
+    sensitivity = count_sensitivity(dp, n_levels, len(breakdown_facets), len(facets))
+    noisy, spent = noisy_counts(exact, sensitivity, dp.epsilon * COUNTS_SHARE)
+    report.spent.append(spent)
+
+    low, high = dp.concern_range
+    sums: dict[tuple[str, ...], float] = {}
+    for node in released:
+        cid = node.cluster.cluster_id
+        clamped = [min(high, max(low, scores[m])) for m in members[cid] if m in scores]
+        sums[("concern", cid, "sum")] = sum(clamped)
+        sums[("concern", cid, "count")] = float(len(clamped))
+    noisy_concern: dict[tuple[str, ...], float] = {}
+    if scores:
+        noisy_concern, spent = noisy_sums(
+            sums, concern_sensitivity(dp, n_levels), dp.epsilon * CONCERN_SHARE
+        )
+        report.spent.append(spent)
+
+    # Post-processing (free under DP): clamp to the thresholds and to consistent values.
+    clusters = {}
+    for node in released:
+        cid = node.cluster.cluster_id
+        n_users = max(noisy[("cluster", cid, "users")], config.min_users)
+        n_conversations = max(
+            noisy[("cluster", cid, "conversations")], n_users, config.min_conversations
+        )
+        total = max(noisy[("total", node.cluster.facet)], n_conversations)
+        concern = None
+        if noisy_concern and noisy_concern[("concern", cid, "count")] >= 1:
+            mean = noisy_concern[("concern", cid, "sum")] / noisy_concern[("concern", cid, "count")]
+            concern = min(high, max(low, mean))
+        clusters[cid] = (n_users, n_conversations, n_conversations / total, concern)
+    cell_numbers = {}
+    for cell in open_cells:
+        key = ("cell", cell.cluster_id, cell.facet, cell.value)
+        n_users = max(noisy[(*key, "users")], config.min_users)
+        n_conversations = max(noisy[(*key, "conversations")], n_users, config.min_conversations)
+        cell_numbers[id(cell)] = (n_users, n_conversations)
+
+    candidates: dict[str, int] = {}
+    for node in released:
+        cid = node.cluster.cluster_id
+        support = _keyword_users(keywords[cid], members[cid], node.cluster.facet, tokens, user_of)
+        for keyword in keywords[cid]:
+            candidates[f"{cid}\x1f{keyword}"] = len(support[keyword])
+    selected_keywords: dict[str, list[str]] = {cid: [] for cid in keywords}
+    if candidates:
+        most = max(len(k) for k in keywords.values())
+        selected, spent = select_keys(
+            candidates, rows_per_user(dp, n_levels) * most, dp.epsilon * KEYWORDS_SHARE, dp.delta
+        )
+        report.spent.append(spent)
+        for cid, words_of_cluster in keywords.items():
+            for keyword in words_of_cluster:
+                if f"{cid}\x1f{keyword}" in selected:
+                    selected_keywords[cid].append(keyword)
+                else:
+                    counts[KEYWORD_NOT_SELECTED_DP] += 1
+    return _Numbers(clusters, cell_numbers), selected_keywords, report
 
 
 def _facet_totals(
@@ -325,7 +936,7 @@ def _facet_totals(
     clustered: dict[str, set[str]] = defaultdict(set)
     for node in nodes.values():
         if node.cluster.parent_id is None:
-            clustered[node.cluster.facet] |= node.members
+            clustered[node.cluster.facet] |= node.conversations
     totals: dict[str, int] = {}
     for facet, members in clustered.items():
         if given is not None and facet in given:
@@ -342,34 +953,15 @@ def _facet_totals(
     return totals
 
 
-def _release_cluster(
+def _cluster_row(
     node: _Node,
-    totals: Mapping[str, int],
-    scores: Mapping[str, float],
-    text_check: TextCheck | None,
-    counts: Counter[str],
+    texts: Mapping[str, tuple[str, str]],
+    keywords: Mapping[str, list[str]],
+    numbers: _Numbers,
 ) -> ReleasedCluster:
     cluster = node.cluster
-    name, description = cluster.name, cluster.description
-    if not _safe(name, text_check):
-        name = WITHHELD_NAME
-        counts[TEXT_WITHHELD_PII] += 1
-    if not _safe(description, text_check):
-        description = ""
-        counts[TEXT_WITHHELD_PII] += 1
-    keywords: list[str] = []
-    for keyword in dict.fromkeys(k.strip() for k in cluster.keywords):
-        if not keyword:
-            continue
-        if _safe(keyword, text_check):
-            keywords.append(keyword)
-        else:
-            counts[KEYWORD_WITHHELD_PII] += 1
-
-    member_scores = [scores[m] for m in node.members if m in scores]
-    concern_mean = sum(member_scores) / len(member_scores) if member_scores else None
-
-    total = totals[cluster.facet]
+    name, description = texts[cluster.cluster_id]
+    n_users, n_conversations, share, concern_mean = numbers.clusters[cluster.cluster_id]
     return ReleasedCluster(
         facet=cluster.facet,
         level=cluster.level,
@@ -377,67 +969,35 @@ def _release_cluster(
         parent_id=cluster.parent_id,
         name=name,
         description=description,
-        keywords=keywords,
-        n_users=node.n_users,
-        n_conversations=node.n_conversations,
-        share=node.n_conversations / total if total else 0.0,
+        keywords=list(keywords[cluster.cluster_id]),
+        n_users=n_users,
+        n_conversations=n_conversations,
+        share=share,
         concern_mean=concern_mean,
         x=cluster.x,
         y=cluster.y,
     )
 
 
-def _release_cells(
-    node: _Node,
-    facet: str,
-    labels: Mapping[str, list[str]],
-    conversation_users: Mapping[str, str],
-    config: PrivacyConfig,
-    text_check: TextCheck | None,
-    counts: Counter[str],
-) -> list[ReleasedBreakdown]:
-    cells: dict[str, _Cell] = {}
-    for member in node.members:
-        for value in labels.get(member, ()):
-            cell = cells.get(value) or cells.setdefault(value, _Cell(value))
-            cell.users.add(conversation_users[member])
-            cell.conversations.add(member)
-    ordered = [cells[v] for v in sorted(cells)]
-    for cell in ordered:
-        if len(cell.users) < config.min_users or len(cell.conversations) < config.min_conversations:
-            cell.suppressed = True
-            counts[CELL_BELOW_THRESHOLD] += 1
-        elif not _safe(cell.value, text_check):
-            cell.suppressed = True
-            counts[CELL_VALUE_WITHHELD_PII] += 1
-    pick = _complementary_pick(ordered, lambda c: c.suppressed, lambda c: c.size)
-    if pick is not None:
-        pick.suppressed = True
-        counts[CELL_COMPLEMENTARY_SUPPRESSION] += 1
-    return [
-        ReleasedBreakdown(
-            cluster_id=node.cluster.cluster_id,
-            facet=facet,
-            value=cell.value,
-            n_users=len(cell.users),
-            n_conversations=len(cell.conversations),
-        )
-        for cell in ordered
-        if not cell.suppressed
-    ]
+# -- self-check ---------------------------------------------------------------------
 
 
 def _check_invariants(
     nodes: Mapping[str, _Node],
+    cells: Mapping[tuple[str, str], Mapping[str, _Cell]],
     clusters: Sequence[ReleasedCluster],
     breakdowns: Sequence[ReleasedBreakdown],
+    user_of: Mapping[str, str],
     config: PrivacyConfig,
 ) -> None:
-    """Re-check the release rules on the output; a failure is a bug in this module."""
+    """Re-check the release rules on the true groups; a failure is a bug in this module."""
     released_ids = {c.cluster_id for c in clusters}
     for c in clusters:
-        if c.n_users < config.min_users or c.n_conversations < config.min_conversations:
+        node = nodes[c.cluster_id]
+        if node.suppressed or not _meets(node.conversations, node.users, config):
             raise AssertionError(f"gate would release cluster {c.cluster_id!r} below thresholds")
+        if c.n_users < config.min_users or c.n_conversations < config.min_conversations:
+            raise AssertionError(f"gate would release numbers of {c.cluster_id!r} below thresholds")
         if c.parent_id is not None and c.parent_id not in released_ids:
             raise AssertionError(
                 f"gate would release cluster {c.cluster_id!r} without its parent {c.parent_id!r}"
@@ -445,34 +1005,43 @@ def _check_invariants(
     for b in breakdowns:
         if b.cluster_id not in released_ids:
             raise AssertionError(f"gate would release cells of unreleased {b.cluster_id!r}")
-        if b.n_users < config.min_users or b.n_conversations < config.min_conversations:
+        cell = cells[(b.cluster_id, b.facet)][b.value]
+        if not _meets(cell.conversations, cell.users, config) or (
+            b.n_users < config.min_users or b.n_conversations < config.min_conversations
+        ):
             raise AssertionError(f"gate would release a cell of {b.cluster_id!r} below thresholds")
     for parent, children in _sibling_groups(nodes):
         if parent is not None and parent.suppressed:
             continue
-        n_hidden = sum(1 for child in children if child.suppressed)
-        if n_hidden == 1 and len(children) > 1:
-            name = "the root" if parent is None else repr(parent.cluster.cluster_id)
-            raise AssertionError(f"gate would leave exactly one suppressed child under {name}")
+        whole, whole_users = _group_whole(parent, children)
+        shown = [c for c in children if not c.suppressed]
+        if not _hidden_part_ok(whole, whole_users, shown, user_of, config):
+            name = "a facet root" if parent is None else repr(parent.cluster.cluster_id)
+            raise AssertionError(f"gate would reveal a suppressed part under {name}")
+    for (cid, _facet), by_value in cells.items():
+        node = nodes[cid]
+        shown = [c for c in by_value.values() if not c.suppressed]
+        if not _hidden_part_ok(node.conversations, node.users, shown, user_of, config):
+            raise AssertionError(f"gate would reveal suppressed cells of {cid!r}")
+        for value, cell in by_value.items():
+            if cell.suppressed:
+                continue
+            parent_id = node.cluster.parent_id
+            if parent_id is not None:
+                above = cells[(parent_id, _facet)].get(value)
+                if above is None or above.suppressed:
+                    raise AssertionError(f"gate would release a cell of {cid!r} hidden above")
+            below = [
+                cells[(child, _facet)][value]
+                for child in node.children
+                if (child, _facet) in cells and value in cells[(child, _facet)]
+                and not cells[(child, _facet)][value].suppressed
+            ]  # fmt: skip
+            if not _hidden_part_ok(cell.conversations, cell.users, below, user_of, config):
+                raise AssertionError(f"gate would reveal suppressed cells below {cid!r}")
 
 
 # -- values -------------------------------------------------------------------
-
-
-def _remembered(text_check: TextCheck) -> TextCheck:
-    """Check each distinct text once: breakdown values such as "en" repeat in every cluster."""
-    verdicts: dict[str, bool] = {}
-
-    def check(text: str) -> bool:
-        if text not in verdicts:
-            verdicts[text] = bool(text_check(text))
-        return verdicts[text]
-
-    return check
-
-
-def _safe(text: str, text_check: TextCheck | None) -> bool:
-    return text_check is None or not text or bool(text_check(text))
 
 
 def _scores(facet_values: Mapping[str, Mapping[str, object]], facet: str) -> dict[str, float]:

@@ -292,6 +292,8 @@ def gate_and_release(
         "clusters_released_by_level": dict(sorted(levels.items())),
         "breakdown_cells_released": len(result.breakdowns),
         "suppressed": dict(sorted(result.suppressed.items())),
+        "text_checks": dict(sorted(result.text_checks.items())),
+        "differential_privacy": result.dp,
     }
 
 
@@ -402,6 +404,7 @@ def run_pipeline(
             config, clusters, ids, str(paths.private), str(paths.released), run_row
         )
 
+    differential_privacy = gate_summary.pop("differential_privacy")
     manifest = {
         "run_id": summary.run_id,
         "started_at": started_at.isoformat(),
@@ -435,7 +438,7 @@ def run_pipeline(
         "privacy": {
             "min_users": config.privacy.min_users,
             "min_conversations": config.privacy.min_conversations,
-            "differential_privacy": None,
+            "differential_privacy": differential_privacy,
         },
         "stage_seconds": times.seconds,
         "outputs": {
