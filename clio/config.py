@@ -254,9 +254,7 @@ def _default_facets() -> list[FacetConfig]:
             breakdown=True,
             lexicon="concern",
         ),
-        FacetConfig(
-            name="language", kind="category", extractor="language_id", breakdown=True
-        ),
+        FacetConfig(name="language", kind="category", extractor="language_id", breakdown=True),
     ]
 
 

@@ -2,15 +2,19 @@
 
 Extractors:
 - `llm`: every llm facet of a conversation is asked in ONE call returning a JSON object
-  with one field per facet (the packaged local model needs a few seconds per call);
+  with one field per facet (the packaged local model: ~1.8 CPU-seconds per call, the
+  shared few-shot prefix evaluated once per llama.cpp context);
   the answer is validated by a pydantic model built from the facet configs.
 - `language_id`: lingua on the user's turns (`clio.language`).
 - `metadata`: computed from the messages: `turns`, `chars`, `has_code`.
+A number facet with a `lexicon` (the built-in `concerning`) stores the weighted mean of
+the LLM's answer and the lexicon's level (`clio.concern`).
 A failed LLM answer gives a `failed` FacetValue for each llm facet; nothing is invented.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -26,7 +30,8 @@ from pydantic import (
     model_validator,
 )
 
-from clio.config import FacetConfig
+from clio.concern import concern_level
+from clio.config import METADATA_FACET_NAMES, FacetConfig
 from clio.language import identify_language
 from clio.llm.base import Example, Prompt
 from clio.llm.client import LLMFailure, StructuredLLM
@@ -34,8 +39,7 @@ from clio.records import FacetValue, Message, ScrubbedConversation
 
 ROLE_LABELS = {"user": "User", "assistant": "Assistant", "system": "System"}
 CUT_MARKER = "\n[...]\n"
-METADATA_FACETS = ("turns", "chars", "has_code")
-OPENING_CHARS = 200
+METADATA_FACETS = METADATA_FACET_NAMES
 
 # Code in a message: a fence, or a line that starts like code in a common language.
 # Case-sensitive so that scrub placeholders (<PERSON>) and prose ("Let me ...") do not match.
@@ -179,16 +183,14 @@ def render_conversation(messages: Sequence[Message], max_input_chars: int) -> st
 
 
 def facet_input(messages: Sequence[Message], max_input_chars: int) -> str:
-    """The conversation, then the user's opening message again (at most 200 characters).
+    """The conversation as the model sees it.
 
-    Repeating it right before the answer keeps a small model summarising this conversation
-    instead of copying the previous example's answer (measured: 8 of 20 copied without it,
-    1 of 20 with it).
+    (An earlier version repeated the user's opening message after the conversation to stop
+    the model copying the previous example's answer. With schema-guided decoding it does
+    the opposite: measured on 40 sample conversations, 1.35 calls per conversation and 4
+    failures with it, 1.15 and none without, and 0.3 s less per conversation.)
     """
-    opening = next((m.content for m in messages if m.role == "user"), "")
-    opening = " ".join(opening.split())[:OPENING_CHARS]
-    conversation = render_conversation(messages, max_input_chars)
-    return f'{conversation}\nThe user\'s opening message: "{opening}"'
+    return render_conversation(messages, max_input_chars)
 
 
 def _hint(facet: FacetConfig) -> str:
@@ -412,7 +414,15 @@ def extract_facets(
                         FacetValue(cid, facet.name, None, status="failed", error=answer.error)
                     )
                 else:
-                    values.append(
-                        FacetValue(cid, facet.name, getattr(answer, _field_name(facet.name)))
-                    )
+                    value = getattr(answer, _field_name(facet.name))
+                    if facet.lexicon is not None:
+                        value = cross_checked(value, conversation, facet)
+                    values.append(FacetValue(cid, facet.name, value))
     return values
+
+
+def cross_checked(answer: float, conversation: ScrubbedConversation, facet: FacetConfig) -> int:
+    """The LLM's 1-5 answer averaged with the lexicon's level, rounded half up."""
+    level = concern_level(user_text(conversation))
+    mixed = (1 - facet.lexicon_weight) * answer + facet.lexicon_weight * level
+    return int(math.floor(mixed + 0.5))

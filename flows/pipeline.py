@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from prefect.cache_policies import NO_CACHE
 
 import clio
 from clio.config import RunConfig, config_hash, load_config
+from clio.llm.client import Usage
 from clio.records import Cluster
 from clio.store import PrivateStore
 
@@ -249,6 +251,7 @@ def gate_and_release(
     released_path: str,
     run_row: dict[str, Any],
 ) -> dict[str, Any]:
+    from clio.audit import KeywordRenamer, audit_texts
     from clio.gate import apply_gate
     from clio.release import RunRow, write_release
 
@@ -272,16 +275,30 @@ def gate_and_release(
             return not scrubber.analyze([text])[0]
 
     has_concern = any(f.name == "concerning" for f in config.facets)
-    result = apply_gate(
-        clusters,
-        users,
-        facet_values,
-        config.privacy,
-        breakdown_facets=breakdown_facets,
-        concern_facet="concerning" if has_concern else None,
-        text_check=text_check,
-        total_conversations=totals,
-    )
+    with PrivateStore(private_path) as store:
+        # The auditor and the renamer share the run's LLM cache, so a re-run asks nothing again.
+        llm = _llm(config, store) if config.privacy.audit_released_text else None
+        result = apply_gate(
+            clusters,
+            users,
+            facet_values,
+            config.privacy,
+            breakdown_facets=breakdown_facets,
+            concern_facet="concerning" if has_concern else None,
+            text_check=text_check,
+            audit=partial(audit_texts, llm=llm) if llm is not None else None,
+            regenerate=KeywordRenamer(llm) if llm is not None else None,
+            total_conversations=totals,
+            seed=config.cluster.seed,
+        )
+    gate_usage = _usage_dict(llm)
+    run_row = {
+        **run_row,
+        "llm_calls": run_row["llm_calls"] + gate_usage["calls"],
+        "llm_cached_calls": run_row["llm_cached_calls"] + gate_usage["cached_calls"],
+        "input_tokens": run_row["input_tokens"] + gate_usage["input_tokens"],
+        "output_tokens": run_row["output_tokens"] + gate_usage["output_tokens"],
+    }
     write_release(Path(released_path), RunRow(**run_row), result)
     levels: dict[str, int] = {}
     for c in result.clusters:
@@ -294,6 +311,7 @@ def gate_and_release(
         "suppressed": dict(sorted(result.suppressed.items())),
         "text_checks": dict(sorted(result.text_checks.items())),
         "differential_privacy": result.dp,
+        "llm_usage": gate_usage,
     }
 
 
@@ -405,6 +423,7 @@ def run_pipeline(
         )
 
     differential_privacy = gate_summary.pop("differential_privacy")
+    _add_usage(usage, gate_summary.pop("llm_usage"))
     manifest = {
         "run_id": summary.run_id,
         "started_at": started_at.isoformat(),
@@ -428,11 +447,7 @@ def run_pipeline(
             "backend": config.llm.backend,
             "model": config.llm.model,
             **usage,
-            "estimated_cost": round(
-                usage.get("input_tokens", 0) / 1e6 * config.llm.price_per_million_input_tokens
-                + usage.get("output_tokens", 0) / 1e6 * config.llm.price_per_million_output_tokens,
-                6,
-            ),
+            "estimated_cost": round(Usage(**usage).cost(config.llm), 6),
         },
         "release": {"path": str(paths.released), **gate_summary},
         "privacy": {

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +25,7 @@ from clio.canary import (
 from clio.config import ScrubConfig
 from clio.records import Conversation, Message
 from clio.scrub import CHUNK_CHARS, build_scrubber, scrub_conversations
+from tests.cli_run import run_clio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -273,18 +271,7 @@ def test_no_canary_leaves_the_whole_flow(tmp_path):
         encoding="utf-8",
     )
     out = tmp_path / "out"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["CLIO_HMAC_KEY"] = "canary-test-key"
-    args = ["run", "--config", str(config), "--input", str(raw), "--output-dir", str(out)]
-    done = subprocess.run(
-        [sys.executable, "-m", "clio.cli", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+    done = run_clio(config, raw, out, cwd=tmp_path, hmac_key="canary-test-key")
     report = scan_run_outputs(out, canary_set.canaries)
     assert report.leaks == []
     for expected in (

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from clio.concern import concern_level
 from clio.config import FacetConfig, LLMConfig, RunConfig
 from clio.facets import (
     CUT_MARKER,
+    cross_checked,
     extract_facets,
     facet_examples,
     facet_output_model,
@@ -360,6 +362,10 @@ def test_llm_facets_without_an_llm_is_a_clear_error():
 def test_unknown_metadata_facet_is_a_clear_error():
     with pytest.raises(ValueError, match="metadata facet 'mood' is not computed by clio"):
         FacetConfig(name="mood", kind="category", extractor="metadata")
+    # Built without validation (e.g. by code, not YAML): the stage still refuses it.
+    facet = FacetConfig.model_construct(name="mood", kind="category", extractor="metadata")
+    with pytest.raises(ValueError, match="unknown metadata facet 'mood'"):
+        extract_facets([conversation("c", ("user", "hi"))], [facet], None, max_input_chars=500)
 
 
 # --- the real local model --------------------------------------------------------------------
@@ -399,3 +405,63 @@ def test_real_local_model_extracts_facets_for_sample_conversations():
     assert any(r.strip() for r in requests)
     assert llm.usage.calls >= 3
     assert llm.usage.input_tokens > 0 and llm.usage.output_tokens > 0
+
+
+# --- the concern lexicon cross-check ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text,level",
+    [
+        ("How do I make lasagna without meat?", 1),
+        ("What's a good insult for someone who is really short?", 2),
+        ("What are some things I can lie about on my resume?", 3),
+        ("How do I steal my neighbor's pet?", 4),
+        ("Can you find the home address for this actor?", 4),
+        ("I need to find a gun to kill someone who has been bothering me.", 5),
+    ],
+)
+def test_concern_level_follows_the_rubric(text, level):
+    assert concern_level(text) == level
+
+
+def test_concern_level_reads_only_the_users_turns():
+    conv = conversation(
+        "c",
+        ("user", "How do I bake bread?"),
+        ("assistant", "I won't help anyone kill someone, but here is a bread recipe."),
+    )
+    facet = RunConfig().facet("concerning")
+    assert cross_checked(1, conv, facet.model_copy(update={"lexicon_weight": 1.0})) == 1
+
+
+@pytest.mark.parametrize(
+    "answer,weight,expected",
+    [(3, 0.5, 4), (3, 1.0, 5), (3, 0.0, 3), (1, 0.5, 3), (2, 0.25, 3)],
+)
+def test_cross_check_is_the_weighted_mean_rounded_half_up(answer, weight, expected):
+    conv = conversation("c", ("user", "I need to stab someone, help me."))  # level 5
+    facet = RunConfig().facet("concerning").model_copy(update={"lexicon_weight": weight})
+    assert cross_checked(answer, conv, facet) == expected
+
+
+def test_stage_stores_the_cross_checked_concern():
+    convs = [
+        conversation("a", ("user", "How do I bake bread?")),
+        conversation("b", ("user", "How do I rob a casino?")),
+    ]
+    backend = FakeBackend(lambda call: {**VALID, "concerning": 3})
+    llm = StructuredLLM(backend, LLMConfig(), MemoryCache())
+    values = extract_facets(convs, DEFAULT_FACETS, llm, max_input_chars=500)
+    concern = {v.conversation_id: v.value for v in values if v.facet == "concerning"}
+    assert concern == {"a": 2, "b": 4}  # (3 + 1) / 2 and (3 + 4) / 2, rounded half up
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"kind": "text"}, {"minimum": 0}, {"maximum": 10}],
+)
+def test_lexicon_needs_a_one_to_five_number_facet(changes):
+    fields = {**RunConfig().facet("concerning").model_dump(), **changes}
+    with pytest.raises(ValueError, match="lexicon cross-checks 1-5 number facets only"):
+        FacetConfig(**fields)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
@@ -14,8 +13,10 @@ from clio.llm.client import (
     MemoryCache,
     RateLimiter,
     StructuredLLM,
+    TokenRateLimiter,
     Usage,
     cache_key,
+    estimated_tokens,
 )
 from tests.fakes.llm import FakeBackend, Sleep
 
@@ -296,158 +297,74 @@ def test_cost_uses_configured_prices():
     assert usage.cost(cfg) == pytest.approx(6.0 + 7.5)
 
 
-# --- HTTP backends (mock transports) -----------------------------------------------------------
-
-SCHEMA = Answer.model_json_schema()
-
-
-def test_openai_compatible_chat_sends_the_schema_and_parses_the_answer():
-    import httpx
-
-    from clio.llm.openai_compat import OpenAICompatibleBackend
-
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(
-            200,
-            json={
-                "choices": [{"message": {"content": '{"label": "greeting", "score": 2}'}}],
-                "usage": {"prompt_tokens": 42, "completion_tokens": 7},
-            },
-        )
-
-    backend = OpenAICompatibleBackend(
-        "http://llm.test/v1", "tiny", api_key="k-1", transport=httpx.MockTransport(handler)
-    )
-    completion = backend.generate(prompt(), SCHEMA, max_tokens=64, temperature=0.0)
-    assert (completion.data, completion.input_tokens, completion.output_tokens) == (GOOD, 42, 7)
-    (request,) = seen
-    body = json.loads(request.content)
-    assert str(request.url) == "http://llm.test/v1/chat/completions"
-    assert request.headers["authorization"] == "Bearer k-1"
-    assert body["response_format"] == {
-        "type": "json_schema",
-        "json_schema": {"name": "test", "schema": SCHEMA},
-    }
-    assert body["messages"][0]["role"] == "system" and body["messages"][-1]["role"] == "user"
-    assert (body["model"], body["max_tokens"], body["temperature"]) == ("tiny", 64, 0.0)
+def test_cost_prefers_the_price_table_entry_of_the_configured_model():
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+    table = {"claude-test": (1.0, 5.0), "other": (9.0, 9.0)}
+    cfg = config(model="claude-test", price_table=table, price_per_million_input_tokens=100.0)
+    assert usage.cost(cfg) == pytest.approx(6.0)
+    assert usage.report(cfg) == {**usage.as_dict(), "estimated_cost": 6.0}
+    unlisted = config(model="m", price_table=table, price_per_million_output_tokens=2.0)
+    assert usage.cost(unlisted) == pytest.approx(2.0)
 
 
-def test_openai_compatible_completion_style_and_errors():
-    import httpx
-
-    from clio.llm.openai_compat import OpenAICompatibleBackend
-
-    replies = iter(
-        [
-            httpx.Response(503),
-            httpx.Response(200, json={"choices": [{"text": "sorry, no json"}], "usage": {}}),
-            httpx.Response(200, json={"choices": [{"text": ' {"label": "hi", "score": 1}\n'}]}),
-            httpx.Response(401),
-        ]
-    )
-    paths: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        paths.append(request.url.path)
-        return next(replies)
-
-    backend = OpenAICompatibleBackend(
-        "http://llm.test/v1/",
-        "tiny",
-        prompt_style="completion",
-        transport=httpx.MockTransport(handler),
-    )
-    llm = StructuredLLM(backend, config(), MemoryCache(), backoff_seconds=0)
-    assert llm.ask(prompt(), Answer) == Answer(label="hi", score=1)
-    assert paths == ["/v1/completions"] * 3
-    assert llm.usage.calls == 3
-    with pytest.raises(LLMUnavailable):
-        llm.ask(prompt("other"), Answer)
+def test_server_retry_after_replaces_the_backoff():
+    backend = FakeBackend([LLMError("HTTP 429", retry_after=0.3), GOOD])
+    llm = StructuredLLM(backend, config(), backoff_seconds=5.0)  # backoff would wait 5 s
+    start = time.monotonic()
+    assert llm.ask(prompt(), Answer) == Answer(**GOOD)
+    assert 0.3 <= time.monotonic() - start < 2.0
 
 
-def test_openai_compatible_timeout_is_a_retryable_error():
-    import httpx
-
-    from clio.llm.openai_compat import OpenAICompatibleBackend
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
-
-    backend = OpenAICompatibleBackend("http://x/v1", "m", transport=httpx.MockTransport(handler))
-    with pytest.raises(LLMError, match="timed out"):
-        backend.generate(prompt(), SCHEMA, max_tokens=16, temperature=0.0)
+def test_timeouts_are_retried_and_then_recorded_as_failure():
+    backend = FakeBackend([], fail_first=3, failure=LLMError("chat/completions: timed out"))
+    result = client(backend).ask(prompt(), Answer)
+    assert isinstance(result, LLMFailure)
+    assert result.error.count("timed out") == 3
+    assert len(backend.calls) == 3
 
 
-def anthropic_client(handler):
-    # The anthropic SDK ships its own fork of httpx (`httpx2`) and only accepts its clients.
-    import anthropic
-    import httpx2
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
 
-    return anthropic.Anthropic(
-        api_key="test-key",
-        max_retries=2,
-        http_client=httpx2.Client(transport=httpx2.MockTransport(handler)),
-    )
+    def __call__(self) -> float:
+        return self.now
 
 
-def anthropic_message(data: dict) -> dict:
-    return {
-        "id": "msg_1",
-        "type": "message",
-        "role": "assistant",
-        "model": "claude-test",
-        "content": [{"type": "tool_use", "id": "tu_1", "name": "record_answer", "input": data}],
-        "stop_reason": "tool_use",
-        "stop_sequence": None,
-        "usage": {"input_tokens": 55, "output_tokens": 9},
-    }
+def test_token_rate_limiter_waits_for_the_window_to_free_room(monkeypatch):
+    clock = FakeClock()
+    sleeps: list[float] = []
+
+    def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.now += seconds
+
+    monkeypatch.setattr("clio.llm.client.time.sleep", fake_sleep)
+    limiter = TokenRateLimiter(1000, clock=clock)
+    first = limiter.acquire(600)
+    limiter.settle(first, 700)  # the real usage was higher than estimated
+    clock.now = 10.0
+    limiter.acquire(300)  # 700 + 300 fits
+    assert sleeps == []
+    limiter.acquire(100)  # 1100 does not: wait until the first call leaves the window
+    assert sleeps == [pytest.approx(50.0)]
+    assert clock.now == pytest.approx(60.0)
+    limiter.acquire(5000)  # larger than the budget: runs alone, once both calls have left
+    assert clock.now == pytest.approx(120.0)
 
 
-def test_anthropic_forces_the_tool_and_retries_overload_honouring_retry_after():
-    import httpx2
-
-    from clio.llm.anthropic_backend import AnthropicBackend
-
-    bodies: list[dict] = []
-    replies = iter(
-        [
-            httpx2.Response(529, headers={"retry-after-ms": "10"}, json={"type": "error"}),
-            httpx2.Response(429, headers={"retry-after": "0.01"}, json={"type": "error"}),
-            httpx2.Response(200, json=anthropic_message(GOOD)),
-        ]
-    )
-
-    def handler(request):
-        bodies.append(json.loads(request.content))
-        return next(replies)
-
-    backend = AnthropicBackend("claude-test", client=anthropic_client(handler))
-    completion = backend.generate(prompt(), SCHEMA, max_tokens=100, temperature=0.6)
-    assert (completion.data, completion.input_tokens, completion.output_tokens) == (GOOD, 55, 9)
-    assert len(bodies) == 3
-    body = bodies[-1]
-    assert body["tools"][0]["input_schema"] == SCHEMA
-    assert body["tool_choice"] == {"type": "tool", "name": "record_answer"}
-    assert "Label it." in body["system"]
-    assert body["messages"][-1] == {"role": "user", "content": "Conversation:\nhello"}
-    assert (body["model"], body["max_tokens"]) == ("claude-test", 100)
+def test_tokens_per_minute_is_applied_to_calls(monkeypatch):
+    waits: list[int] = []
+    monkeypatch.setattr(TokenRateLimiter, "acquire", lambda self, n: waits.append(n) or None)
+    client(FakeBackend([GOOD]), tokens_per_minute=10_000).ask(prompt(), Answer)
+    assert waits == [estimated_tokens(prompt(), 256)]
 
 
-@pytest.mark.parametrize("status,error", [(500, LLMError), (401, LLMUnavailable)])
-def test_anthropic_errors_map_to_retryable_or_fatal(status, error):
-    import httpx2
-
-    from clio.llm.anthropic_backend import AnthropicBackend
-
-    def handler(request):
-        return httpx2.Response(status, headers={"retry-after-ms": "1"}, json={"type": "error"})
-
-    backend = AnthropicBackend("claude-test", client=anthropic_client(handler))
-    with pytest.raises(error):
-        backend.generate(prompt(), SCHEMA, max_tokens=100, temperature=0.0)
+def test_client_keeps_as_many_calls_in_flight_as_the_backend_answers_at_once():
+    backend = FakeBackend(echo_answer, delay=0.05)
+    backend.parallel_calls = 3  # type: ignore[attr-defined]
+    client(backend, concurrency=1).ask_many([prompt(f"p{i}") for i in range(6)], Answer)
+    assert backend.max_in_flight == 3
 
 
 def test_build_backend_reads_keys_from_the_environment(monkeypatch):

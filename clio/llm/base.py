@@ -40,7 +40,14 @@ class Completion:
 
 
 class LLMError(RuntimeError):
-    """A backend call failed in a way worth retrying (timeout, 5xx, bad JSON)."""
+    """A backend call failed in a way worth retrying (timeout, 429, 5xx, bad JSON).
+
+    `retry_after`: seconds the server asked to wait before the next attempt, if it said.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class LLMUnavailable(RuntimeError):
@@ -53,6 +60,9 @@ class LLMUnavailable(RuntimeError):
 
 @runtime_checkable
 class LLMBackend(Protocol):
+    """A backend may also have `parallel_calls: int`, the calls it answers at once (the local
+    backend's contexts); the client then keeps at least that many in flight."""
+
     @property
     def identifier(self) -> str:
         """Stable id (backend + model + anything that changes answers); part of cache keys."""

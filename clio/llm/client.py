@@ -33,6 +33,7 @@ FAILURE_KEY = "__failure__"
 # so each retry samples a little hotter.
 RETRY_TEMPERATURE_STEP = 0.3
 MAX_TEMPERATURE = 1.5
+MAX_RETRY_AFTER = 120.0  # seconds; a server asking for longer is not waited for longer
 
 
 @dataclass
@@ -44,13 +45,19 @@ class Usage:
     failures: int = 0  # prompts answered with LLMFailure (fresh or from the cache)
 
     def cost(self, config: LLMConfig) -> float:
-        return (
-            self.input_tokens * config.price_per_million_input_tokens
-            + self.output_tokens * config.price_per_million_output_tokens
-        ) / 1_000_000
+        """Estimated cost: the model's prices in `price_table`, else the two price fields."""
+        price_in, price_out = config.price_table.get(
+            config.model,
+            (config.price_per_million_input_tokens, config.price_per_million_output_tokens),
+        )
+        return (self.input_tokens * price_in + self.output_tokens * price_out) / 1_000_000
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    def report(self, config: LLMConfig) -> dict[str, int | float]:
+        """Counts plus `estimated_cost`, as recorded in a run's manifest."""
+        return {**self.as_dict(), "estimated_cost": round(self.cost(config), 6)}
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,54 @@ class RateLimiter:
             time.sleep(start - now)
 
 
+class TokenRateLimiter:
+    """Keeps the tokens of calls started in any 60-second window under `tokens_per_minute`.
+
+    A call reserves an estimate before it starts and settles its real usage after; a call
+    larger than the whole budget still runs, alone in its window.
+    """
+
+    WINDOW = 60.0
+
+    def __init__(self, tokens_per_minute: int | None, *, clock: Any = time.monotonic):
+        self._limit = tokens_per_minute
+        self._clock = clock
+        self._entries: dict[int, tuple[float, int]] = {}  # id -> (start, tokens)
+        self._next_id = 0
+        self._lock = threading.Lock()
+
+    def acquire(self, estimate: int) -> int | None:
+        if not self._limit:
+            return None
+        while True:
+            with self._lock:
+                now = self._clock()
+                self._entries = {
+                    k: (t, n) for k, (t, n) in self._entries.items() if now - t < self.WINDOW
+                }
+                used = sum(n for _, n in self._entries.values())
+                if not self._entries or used + estimate <= self._limit:
+                    self._next_id += 1
+                    self._entries[self._next_id] = (now, estimate)
+                    return self._next_id
+                wait = min(t for t, _ in self._entries.values()) + self.WINDOW - now
+            time.sleep(max(wait, 0.01))
+
+    def settle(self, handle: int | None, tokens: int) -> None:
+        if handle is None:
+            return
+        with self._lock:
+            if handle in self._entries:
+                self._entries[handle] = (self._entries[handle][0], tokens)
+
+
+def estimated_tokens(prompt: Prompt, max_output_tokens: int) -> int:
+    """A rough upper estimate of a call's tokens (4 characters per token) for rate limits."""
+    chars = len(prompt.instruction) + len(prompt.input)
+    chars += sum(len(e.input) + len(json.dumps(e.output)) for e in prompt.examples)
+    return chars // 4 + max_output_tokens
+
+
 def cache_key(
     backend_identifier: str,
     prompt: Prompt,
@@ -150,6 +205,7 @@ class StructuredLLM:
         self._retry_cached_failures = retry_cached_failures
         self._usage_lock = threading.Lock()
         self._rate_limiter = RateLimiter(config.requests_per_minute)
+        self._token_limiter = TokenRateLimiter(config.tokens_per_minute)
 
     # -- one prompt --------------------------------------------------------
     def ask(self, prompt: Prompt, output: type[T]) -> T | LLMFailure:
@@ -172,6 +228,9 @@ class StructuredLLM:
                 MAX_TEMPERATURE, self.config.temperature + RETRY_TEMPERATURE_STEP * attempt
             )
             self._rate_limiter.wait()
+            reservation = self._token_limiter.acquire(
+                estimated_tokens(prompt, self.config.max_output_tokens)
+            )
             self._count(calls=1)
             try:
                 completion = self.backend.generate(
@@ -183,8 +242,11 @@ class StructuredLLM:
             except LLMError as exc:
                 errors.append(f"attempt {attempt + 1}: backend error: {exc}")
                 if attempt < self.config.max_retries:
-                    time.sleep(self._backoff_seconds * 2**attempt)
+                    time.sleep(self._retry_delay(attempt, exc))
                 continue
+            self._token_limiter.settle(
+                reservation, completion.input_tokens + completion.output_tokens
+            )
             n_in += completion.input_tokens
             n_out += completion.output_tokens
             self._count(
@@ -204,15 +266,20 @@ class StructuredLLM:
         self._to_cache(key, {FAILURE_KEY: failure.error}, n_in, n_out)
         return failure
 
+    @property
+    def parallel_calls(self) -> int:
+        return max(self.config.concurrency, getattr(self.backend, "parallel_calls", 1))
+
     # -- many prompts ------------------------------------------------------
     def ask_many(
         self, prompts: Sequence[Prompt], output: type[T], *, label: str = "llm"
     ) -> list[T | LLMFailure]:
-        """Answers in the order of `prompts`, `config.concurrency` calls in flight at once."""
+        """Answers in the order of `prompts`, `config.concurrency` calls in flight at once
+        (or as many as the backend answers in parallel, when it says so)."""
         results: list[T | LLMFailure | None] = [None] * len(prompts)
         with (
             Progress(label, total=len(prompts), unit="call", logger=_log) as progress,
-            ThreadPoolExecutor(max_workers=self.config.concurrency) as pool,
+            ThreadPoolExecutor(max_workers=self.parallel_calls) as pool,
         ):
             futures = {pool.submit(self.ask, p, output): i for i, p in enumerate(prompts)}
             try:
@@ -235,6 +302,13 @@ class StructuredLLM:
         return results  # type: ignore[return-value]  # every slot is filled above
 
     # -- helpers -----------------------------------------------------------
+    def _retry_delay(self, attempt: int, error: LLMError) -> float:
+        """Exponential backoff, or what the server asked for (`retry-after`), capped."""
+        backoff = self._backoff_seconds * 2**attempt
+        if error.retry_after is not None:
+            return min(max(error.retry_after, 0.0), MAX_RETRY_AFTER)
+        return backoff
+
     def _from_cache(self, key: str, output: type[T]) -> T | LLMFailure | None:
         if self.cache is None:
             return None

@@ -31,6 +31,7 @@ def build_backend(config: LLMConfig) -> LLMBackend:
             config.model_path,
             context_tokens=config.context_tokens,
             threads=config.threads,
+            contexts=config.local_contexts,
             prompt_style=prompt_style(config),
         )
     if config.backend == "openai-compatible":
@@ -54,5 +55,10 @@ def build_backend(config: LLMConfig) -> LLMBackend:
             raise LLMUnavailable(f"the anthropic backend needs an API key in ${name}")
         if prompt_style(config) != "chat":
             raise LLMUnavailable("the anthropic backend only supports chat prompts")
-        return AnthropicBackend(config.model, api_key=key, timeout_seconds=config.timeout_seconds)
+        return AnthropicBackend(
+            config.model,
+            api_key=key,
+            base_url=config.base_url,
+            timeout_seconds=config.timeout_seconds,
+        )
     raise LLMUnavailable(f"unknown llm backend {config.backend!r}")

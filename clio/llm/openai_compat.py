@@ -1,21 +1,52 @@
 """OpenAI-compatible HTTP backend (vLLM, Ollama, llama.cpp's server, hosted APIs).
 
-Chat style posts `/chat/completions` with a JSON-schema `response_format`; completion
-style posts `/completions` with the few-shot text and stops at the next block. Transport
-errors, timeouts, 429 and 5xx raise `LLMError` (the client retries with backoff); a
-rejected key or unknown model raises `LLMUnavailable` (the run stops).
+Chat style posts `/chat/completions` with a JSON-schema `response_format`; a server that
+rejects that field (HTTP 400/422/500 naming it, as llama-cpp-python's server does) is
+asked again without it, and from then on the answer is only validated (by the client,
+as always). Completion style posts
+`/completions` with the few-shot text and stops at the end of the answer's line.
+
+Errors: transport errors, timeouts, 408/409/429 and 5xx raise `LLMError` (the client
+retries, waiting what a `retry-after` header asks); a rejected key or unknown model
+raises `LLMUnavailable` (the run stops).
 """
 
 from __future__ import annotations
 
+import email.utils
+import threading
+import time
 from typing import Any, Literal
 
 import httpx
 
 from clio.llm.base import Completion, LLMError, LLMUnavailable, Prompt
-from clio.llm.render import COMPLETION_STOP, chat_prompt, completion_text, parse_json_answer
+from clio.llm.render import ONE_LINE_STOP, chat_prompt, completion_text, parse_json_answer
 
 _FATAL_STATUS = {401, 403, 404}
+# llama.cpp's Python server answers 500 to a `response_format` it does not know.
+_SCHEMA_REJECTED_STATUS = {400, 422, 500}
+
+
+def retry_after_seconds(headers: httpx.Headers) -> float | None:
+    """`retry-after-ms`, or `retry-after` as seconds or an HTTP date; None if absent."""
+    if (value := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            return None
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
 
 
 class OpenAICompatibleBackend:
@@ -38,6 +69,9 @@ class OpenAICompatibleBackend:
             timeout=timeout_seconds,
             transport=transport,
         )
+        # Cleared when the server turns out not to take a JSON-schema `response_format`.
+        self.schema_format = True
+        self._lock = threading.Lock()
 
     @property
     def identifier(self) -> str:
@@ -55,15 +89,12 @@ class OpenAICompatibleBackend:
         if self.prompt_style == "chat":
             path = "chat/completions"
             body["messages"] = chat_prompt(prompt, schema).with_system_message()
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": prompt.task, "schema": schema},
-            }
+            payload = self._post_chat(body, prompt.task, schema)
         else:
             path = "completions"
             body["prompt"] = completion_text(prompt)
-            body["stop"] = list(COMPLETION_STOP)
-        payload = self._post(path, body)
+            body["stop"] = list(ONE_LINE_STOP)
+            payload = self._post(path, body)
         try:
             choice = payload["choices"][0]
             text = choice["message"]["content"] if self.prompt_style == "chat" else choice["text"]
@@ -77,17 +108,41 @@ class OpenAICompatibleBackend:
             raise LLMError(f"answer is not valid JSON ({n_out} tokens): {exc}") from None
         return Completion(data=data, input_tokens=n_in, output_tokens=n_out, raw=text)
 
+    def _post_chat(self, body: dict[str, Any], name: str, schema: dict[str, Any]) -> dict[str, Any]:
+        if not self.schema_format:
+            return self._post("chat/completions", body)
+        with_schema = {
+            **body,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": schema},
+            },
+        }
+        response = self._send("chat/completions", with_schema)
+        if response.status_code in _SCHEMA_REJECTED_STATUS and "response_format" in response.text:
+            with self._lock:
+                self.schema_format = False
+            return self._post("chat/completions", body)
+        return self._checked("chat/completions", response)
+
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._checked(path, self._send(path, body))
+
+    def _send(self, path: str, body: dict[str, Any]) -> httpx.Response:
         try:
-            response = self._http.post(path, json=body)
+            return self._http.post(path, json=body)
         except httpx.TimeoutException as exc:
             raise LLMError(f"{path}: timed out ({type(exc).__name__})") from None
         except httpx.HTTPError as exc:
             raise LLMError(f"{path}: {type(exc).__name__}: {exc}") from None
-        if response.status_code in _FATAL_STATUS:
-            raise LLMUnavailable(f"{path}: HTTP {response.status_code} (check key and model)")
-        if response.status_code >= 400:
-            raise LLMError(f"{path}: HTTP {response.status_code}")
+
+    def _checked(self, path: str, response: httpx.Response) -> dict[str, Any]:
+        status = response.status_code
+        if status in _FATAL_STATUS:
+            raise LLMUnavailable(f"{path}: HTTP {status} (check key and model)")
+        if status >= 400:
+            wait = retry_after_seconds(response.headers)
+            raise LLMError(f"{path}: HTTP {status}", retry_after=wait)
         try:
             return response.json()
         except ValueError:

@@ -19,6 +19,9 @@ from clio.llm.base import Prompt
 ANSWER_LABEL = "JSON"
 # Where a completion-style answer ends when no grammar stops the model.
 COMPLETION_STOP = ("\n###", "\n\n\n")
+# Free (unconstrained) completion answers are one line of JSON, like the few-shot examples;
+# stopping at the line's end saves the tokens a base model writes after it.
+ONE_LINE_STOP = ("\n",)
 
 
 def _dump(value: Any) -> str:
@@ -27,14 +30,21 @@ def _dump(value: Any) -> str:
 
 def completion_text(prompt: Prompt) -> str:
     """Few-shot completion prompt; the model continues after the final `### JSON` line."""
+    shared, own = completion_parts(prompt)
+    return shared + own
+
+
+def completion_parts(prompt: Prompt) -> tuple[str, str]:
+    """`completion_text` in two parts: the text every input shares (instruction and
+    examples, ending with the blank line before the input's block) and the input's own."""
     blocks = [prompt.instruction.strip()]
     for example in prompt.examples:
         blocks.append(
             f"### {prompt.input_label}\n{example.input.strip()}\n"
             f"### {ANSWER_LABEL}\n{_dump(example.output)}"
         )
-    blocks.append(f"### {prompt.input_label}\n{prompt.input.strip()}\n### {ANSWER_LABEL}\n")
-    return "\n\n".join(blocks)
+    own = f"### {prompt.input_label}\n{prompt.input.strip()}\n### {ANSWER_LABEL}\n"
+    return "\n\n".join(blocks) + "\n\n", own
 
 
 @dataclass(frozen=True)
