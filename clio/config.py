@@ -185,6 +185,12 @@ class FacetConfig(_Section):
     breakdown: bool = Field(
         False, description="Release per-cluster counts of this facet's values (category/number)."
     )
+    llm_check: bool = Field(
+        True,
+        description="language_id facets: when the run asks the LLM for other facets anyway, "
+        "also ask it the user's language, and take its answer over lingua's when lingua finds "
+        "it at least half as plausible as its own pick (lingua errs on short texts).",
+    )
     lexicon: Literal["concern"] | None = Field(
         None,
         description="Number facets on a 1-5 scale: cross-check the LLM's answer with a built-in "

@@ -14,6 +14,7 @@ A failed LLM answer gives a `failed` FacetValue for each llm facet; nothing is i
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -32,10 +33,12 @@ from pydantic import (
 
 from clio.concern import concern_level
 from clio.config import METADATA_FACET_NAMES, FacetConfig
-from clio.language import identify_language
+from clio.language import LANGUAGE_CODES, identify_language, reconcile_language
 from clio.llm.base import Example, Prompt
 from clio.llm.client import LLMFailure, StructuredLLM
 from clio.records import FacetValue, Message, ScrubbedConversation
+
+_log = logging.getLogger("clio.facets")
 
 ROLE_LABELS = {"user": "User", "assistant": "Assistant", "system": "System"}
 CUT_MARKER = "\n[...]\n"
@@ -245,6 +248,7 @@ _EXAMPLES: tuple[tuple[tuple[tuple[str, str], ...], dict[str, Any]], ...] = (
             "task": "refusing a harmful request",
             "values": ["animal welfare", "lawfulness"],
             "concerning": 4,
+            "language": "en",
         },
     ),
     (
@@ -270,6 +274,7 @@ _EXAMPLES: tuple[tuple[tuple[tuple[str, str], ...], dict[str, Any]], ...] = (
             "task": "cooking advice",
             "values": ["hospitality", "dietary inclusion"],
             "concerning": 1,
+            "language": "en",
         },
     ),
     (
@@ -290,6 +295,7 @@ _EXAMPLES: tuple[tuple[tuple[tuple[str, str], ...], dict[str, Any]], ...] = (
             "task": "debugging code",
             "values": ["clarity"],
             "concerning": 1,
+            "language": "en",
         },
     ),
     (
@@ -306,6 +312,7 @@ _EXAMPLES: tuple[tuple[tuple[tuple[str, str], ...], dict[str, Any]], ...] = (
             "task": "declining a hurtful request",
             "values": ["kindness", "respect"],
             "concerning": 2,
+            "language": "en",
         },
     ),
 )
@@ -379,6 +386,8 @@ def extract_facets(
     """One FacetValue per (conversation, facet), conversations in order, facets in config
     order; llm facets of a conversation come from one combined call."""
     llm_facets = [f for f in facets if f.extractor == "llm"]
+    checked = [f for f in facets if f.extractor == "language_id" and f.llm_check]
+    asked = [*llm_facets, *(language_check_facet(f) for f in checked)] if llm_facets else []
     for facet in facets:
         if facet.extractor == "metadata" and facet.name not in METADATA_FACETS:
             raise ValueError(
@@ -392,19 +401,27 @@ def extract_facets(
     answers: list[BaseModel | LLMFailure] = []
     if llm_facets and conversations:
         assert llm is not None
-        examples = facet_examples(llm_facets, max_input_chars)
-        model = facet_output_model(llm_facets, examples=examples)
-        prompts = [facet_prompt(c, llm_facets, examples, max_input_chars) for c in conversations]
+        examples = facet_examples(asked, max_input_chars)
+        model = facet_output_model(asked, examples=examples)
+        prompts = [facet_prompt(c, asked, examples, max_input_chars) for c in conversations]
         answers = llm.ask_many(prompts, model, label="facets")
 
     values: list[FacetValue] = []
+    taken_from_llm = 0
     for index, conversation in enumerate(conversations):
         cid = conversation.conversation_id
         for facet in facets:
             if facet.extractor == "language_id":
-                values.append(
-                    FacetValue(cid, facet.name, identify_language(user_text(conversation)))
-                )
+                text = user_text(conversation)
+                answer = answers[index] if answers and facet in checked else None
+                if answer is None or isinstance(answer, LLMFailure):
+                    language = identify_language(text)
+                else:
+                    language, taken = reconcile_language(
+                        text, getattr(answer, _field_name(facet.name))
+                    )
+                    taken_from_llm += taken
+                values.append(FacetValue(cid, facet.name, language))
             elif facet.extractor == "metadata":
                 values.append(FacetValue(cid, facet.name, metadata_value(conversation, facet.name)))
             else:
@@ -418,7 +435,19 @@ def extract_facets(
                     if facet.lexicon is not None:
                         value = cross_checked(value, conversation, facet)
                     values.append(FacetValue(cid, facet.name, value))
+    if checked and answers:
+        _log.info(f"language: the LLM's answer replaced lingua's in {taken_from_llm} conversations")
     return values
+
+
+def language_check_facet(facet: FacetConfig) -> FacetConfig:
+    """The question put to the LLM to cross-check a language_id facet (same name)."""
+    return FacetConfig(
+        name=facet.name,
+        kind="category",
+        question="The language of the user's messages, as a two-letter ISO 639-1 code.",
+        values=list(LANGUAGE_CODES),
+    )
 
 
 def cross_checked(answer: float, conversation: ScrubbedConversation, facet: FacetConfig) -> int:

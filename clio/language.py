@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 
-from lingua import LanguageDetector, LanguageDetectorBuilder
+from lingua import Language, LanguageDetector, LanguageDetectorBuilder
 
 UNKNOWN = "unknown"
 # Long texts add time, not accuracy.
@@ -25,6 +25,11 @@ class LanguageIdentifier:
         if low_accuracy:
             builder = builder.with_low_accuracy_mode()
         self._detector: LanguageDetector = builder.build()
+
+    def confidences(self, text: str) -> dict[str, float]:
+        """Lingua's relative confidence (0-1) in each language it finds plausible, by code."""
+        values = self._detector.compute_language_confidence_values(text[:_MAX_CHARS])
+        return {v.language.iso_code_639_1.name.lower(): v.value for v in values if v.value > 0}
 
     def identify(self, text: str) -> str:
         """ISO 639-1 code in lower case ("en", "zh" ...), or "unknown" (no letters)."""
@@ -49,3 +54,24 @@ def shared_identifier() -> LanguageIdentifier:
 
 def identify_language(text: str) -> str:
     return shared_identifier().identify(text)
+
+
+# The LLM's language is taken over lingua's pick only when lingua finds it at least this
+# plausible relative to its own pick: lingua errs on short texts between close candidates
+# ("what is the capital of France" -> de), and an LLM's guess outside them is noise.
+LLM_TAKEOVER_RATIO = 0.5
+LANGUAGE_CODES: tuple[str, ...] = tuple(
+    sorted(language.iso_code_639_1.name.lower() for language in Language.all())
+)
+
+
+def reconcile_language(text: str, llm_code: str) -> tuple[str, bool]:
+    """(language, whether the LLM's answer replaced lingua's) for one text."""
+    picked = identify_language(text)
+    if picked in (UNKNOWN, llm_code):
+        return picked, False
+    confidences = shared_identifier().confidences(text)
+    top = confidences.get(picked, 0.0)
+    if top > 0 and confidences.get(llm_code, 0.0) >= LLM_TAKEOVER_RATIO * top:
+        return llm_code, True
+    return picked, False

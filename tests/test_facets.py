@@ -20,6 +20,7 @@ from clio.facets import (
     metadata_value,
     render_conversation,
 )
+from clio.language import reconcile_language
 from clio.llm.base import LLMError
 from clio.llm.client import MemoryCache, StructuredLLM
 from clio.records import Message, ScrubbedConversation
@@ -55,7 +56,13 @@ def sample_conversations(n: int) -> list[ScrubbedConversation]:
 
 DEFAULT_FACETS = RunConfig().facets
 LLM_FACETS = [f for f in DEFAULT_FACETS if f.extractor == "llm"]
-VALID = {"request": "Asked for help.", "task": "advice", "values": ["care"], "concerning": 2}
+VALID = {
+    "request": "Asked for help.",
+    "task": "advice",
+    "values": ["care"],
+    "concerning": 2,
+    "language": "en",
+}
 
 # --- the answer model's validators -----------------------------------------------------
 
@@ -350,6 +357,39 @@ def test_no_llm_facets_needs_no_llm():
         max_input_chars=500,
     )
     assert [(v.facet, v.value) for v in values] == [("language", "fr")]
+
+
+@pytest.mark.parametrize(
+    ("text", "llm_code", "expected"),
+    [
+        ("Tell me a joke", "en", ("en", True)),  # lingua: fi, en nearly as plausible
+        ("Hola amigo", "es", ("es", True)),  # lingua: zu
+        ("Tell me a joke", "ja", ("fi", False)),  # lingua finds ja implausible
+        ("bonjour", "en", ("fr", False)),  # lingua is sure
+        ("hello there", "en", ("en", False)),  # agreement
+        ("12345 !!!", "en", ("unknown", False)),  # no letters: nothing to take over
+    ],
+)
+def test_reconcile_language_takes_the_llm_only_where_lingua_is_unsure(text, llm_code, expected):
+    assert reconcile_language(text, llm_code) == expected
+
+
+@pytest.mark.parametrize(("llm_check", "expected"), [(True, "en"), (False, "fi")])
+def test_language_facet_is_cross_checked_with_the_llm_answer(llm_check, expected):
+    facets = [
+        *LLM_FACETS,
+        FacetConfig(name="language", kind="category", extractor="language_id", llm_check=llm_check),
+    ]
+    backend = FakeBackend(lambda call: VALID)
+    values = extract_facets(
+        [conversation("c", ("user", "Tell me a joke"))],
+        facets,
+        llm_with(backend),
+        max_input_chars=500,
+    )
+    assert {v.facet: v.value for v in values}["language"] == expected
+    asked_language = "language" in backend.calls[0].prompt.instruction
+    assert asked_language is llm_check
 
 
 def test_llm_facets_without_an_llm_is_a_clear_error():
