@@ -25,6 +25,7 @@ one context decoding the whole answer freely. What makes it:
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -242,6 +243,15 @@ class ContextPool:
                 self._created -= 1
             raise
 
+    def close(self) -> None:
+        """Free the idle contexts' models (contexts in use are left to their callers)."""
+        while True:
+            try:
+                tokens = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            tokens.llama.close()
+
     def _load(self) -> Any:
         from llama_cpp import Llama
 
@@ -274,6 +284,17 @@ def context_pool(path: Path, *, size: int, threads: int, context_tokens: int) ->
                 path, size=size, threads=threads, context_tokens=context_tokens
             )
         return _pools[key]
+
+
+@atexit.register
+def close_pools() -> None:
+    """Free every loaded model before the interpreter tears its modules down: left to
+    llama-cpp-python's finaliser at exit, freeing fails with a TypeError traceback."""
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for pool in pools:
+        pool.close()
 
 
 class LocalBackend:
