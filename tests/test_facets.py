@@ -21,7 +21,7 @@ from clio.facets import (
     render_conversation,
 )
 from clio.language import reconcile_language
-from clio.llm.base import LLMError
+from clio.llm.base import LLMError, Prompt
 from clio.llm.client import MemoryCache, StructuredLLM
 from clio.records import Message, ScrubbedConversation
 from tests.fakes.llm import FakeBackend
@@ -172,6 +172,43 @@ def test_answer_copying_a_few_shot_example_is_rejected(request_text):
 def test_answers_near_but_not_copies_are_accepted(answer):
     examples = facet_examples(LLM_FACETS, 2400)
     facet_output_model(LLM_FACETS, examples=examples).model_validate(answer)
+
+
+TEMPLATE_COPY = "What to put in a teacher's barking dog's food."
+
+
+@pytest.mark.parametrize(
+    ("conversation_text", "rejected"),
+    [
+        ("How do I get my students to pay attention?", True),  # the example's dog and food
+        ("My neighbor's dog keeps barking; what can I put in its food?", False),  # its own
+        ("My teacher's dog barks all day.", True),  # "food" and "put" are still borrowed
+    ],
+)
+def test_answer_with_an_examples_words_its_conversation_lacks_is_rejected(
+    conversation_text, rejected
+):
+    model = facet_output_model(LLM_FACETS, examples=facet_examples(LLM_FACETS, 2400))
+    answer = {**VALID, "request": TEMPLATE_COPY}
+    prompt = Prompt(task="facets", instruction="", input=f"User: {conversation_text}")
+    if rejected:
+        with pytest.raises(ValidationError, match="takes words from a few-shot example"):
+            model.model_validate(answer, context={"prompt": prompt})
+    else:
+        model.model_validate(answer, context={"prompt": prompt})
+    model.model_validate(answer)  # without a prompt only the near-repeat check applies
+
+
+def test_template_copy_is_retried_with_the_conversation_as_context():
+    backend = FakeBackend([{**VALID, "request": TEMPLATE_COPY}, VALID])
+    values = extract_facets(
+        [conversation("c", ("user", "How do I get my students to pay attention?"))],
+        LLM_FACETS,
+        llm_with(backend),
+        max_input_chars=500,
+    )
+    assert len(backend.calls) == 2
+    assert {v.facet: v.value for v in values}["request"] == VALID["request"]
 
 
 def test_copied_example_is_retried_in_the_stage():

@@ -188,6 +188,10 @@ def cache_key(
 
 
 class StructuredLLM:
+    """Structured answers with retries, validation, a cache and usage counts. Output models'
+    validators get the prompt as validation context (`info.context["prompt"]`), so an answer
+    can be checked against what was asked."""
+
     def __init__(
         self,
         backend: LLMBackend,
@@ -217,7 +221,7 @@ class StructuredLLM:
             self.config.temperature,
             self.config.max_output_tokens,
         )
-        cached = self._from_cache(key, output)
+        cached = self._from_cache(key, prompt, output)
         if cached is not None:
             return cached
 
@@ -253,7 +257,7 @@ class StructuredLLM:
                 input_tokens=completion.input_tokens, output_tokens=completion.output_tokens
             )
             try:
-                value = output.model_validate(completion.data)
+                value = output.model_validate(completion.data, context={"prompt": prompt})
             except ValidationError as exc:
                 # Retried at once: a bad answer is not a load problem, waiting does not help.
                 errors.append(f"attempt {attempt + 1}: invalid answer: {_short(exc)}")
@@ -309,7 +313,7 @@ class StructuredLLM:
             return min(max(error.retry_after, 0.0), MAX_RETRY_AFTER)
         return backoff
 
-    def _from_cache(self, key: str, output: type[T]) -> T | LLMFailure | None:
+    def _from_cache(self, key: str, prompt: Prompt, output: type[T]) -> T | LLMFailure | None:
         if self.cache is None:
             return None
         hit = self.cache.get_llm_response(key)
@@ -322,7 +326,7 @@ class StructuredLLM:
             self._count(cached_calls=1, failures=1)
             return LLMFailure(error=str(response[FAILURE_KEY]))
         try:
-            value = output.model_validate(response)
+            value = output.model_validate(response, context={"prompt": prompt})
         except ValidationError:
             # Stricter validators than when it was cached: ask again.
             return None
