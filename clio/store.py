@@ -12,6 +12,7 @@ import json
 import secrets
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -84,16 +85,83 @@ CREATE TABLE IF NOT EXISTS secrets (
     name VARCHAR PRIMARY KEY,
     value VARCHAR NOT NULL
 );
+CREATE TABLE IF NOT EXISTS builds (
+    build_id VARCHAR PRIMARY KEY,
+    tree_digest VARCHAR NOT NULL,
+    built_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS build_nodes (
+    build_id VARCHAR NOT NULL,
+    facet VARCHAR NOT NULL,
+    level INTEGER NOT NULL,
+    cluster_id VARCHAR NOT NULL,
+    parent_id VARCHAR,
+    name VARCHAR NOT NULL,
+    description VARCHAR NOT NULL,
+    keywords JSON NOT NULL,
+    x DOUBLE,
+    y DOUBLE,
+    centroid FLOAT[],
+    PRIMARY KEY (build_id, cluster_id)
+);
+CREATE TABLE IF NOT EXISTS build_conversations (
+    build_id VARCHAR NOT NULL,
+    conversation_id VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    PRIMARY KEY (build_id, conversation_id)
+);
+CREATE TABLE IF NOT EXISTS unassigned (
+    build_id VARCHAR NOT NULL,
+    run_id VARCHAR NOT NULL,
+    facet VARCHAR NOT NULL,
+    item_id VARCHAR NOT NULL,
+    conversation_id VARCHAR NOT NULL,
+    distance DOUBLE NOT NULL
+);
 """
+
+# Tables a partition shard may hold, merged into the main store by the one writer.
+_SHARD_MERGE = {
+    "conversations": "INSERT INTO conversations SELECT * FROM shard.conversations "
+    "ON CONFLICT (conversation_id) DO UPDATE SET "
+    "user_pseudonym = excluded.user_pseudonym, timestamp = excluded.timestamp, "
+    "source = excluded.source, content_hash = excluded.content_hash, "
+    "messages = excluded.messages, n_pii_spans = excluded.n_pii_spans, "
+    "truncated = excluded.truncated",
+    "facets": "INSERT OR REPLACE INTO facets SELECT * FROM shard.facets",
+    "embedding_cache": "INSERT OR IGNORE INTO embedding_cache SELECT * FROM shard.embedding_cache",
+    "llm_cache": "INSERT OR REPLACE INTO llm_cache SELECT * FROM shard.llm_cache",
+}
+
+
+@dataclass(frozen=True)
+class BuildNode:
+    """One node of a full build's tree, kept so incremental runs can extend it."""
+
+    facet: str
+    level: int
+    cluster_id: str
+    parent_id: str | None
+    name: str
+    description: str
+    keywords: list[str]
+    x: float | None
+    y: float | None
+    centroid: np.ndarray | None  # base clusters only: unit-length mean of member vectors
 
 
 class PrivateStore:
     """Thread-safe wrapper over the private DuckDB file (one connection, one lock)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, read_only: bool = False):
+        """`read_only` opens an existing store for reading; several processes may do so at
+        once (partition tasks), but none while a process holds it open for writing."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        if read_only:
+            self._con = duckdb.connect(str(self.path), read_only=True)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = duckdb.connect(str(self.path))
         self._con.execute(_SCHEMA)
 
@@ -144,16 +212,22 @@ class PrivateStore:
         ]
         if not rows:
             return 0
+        # One set-based statement (executemany costs ~2.5 ms a row here); an id given twice
+        # keeps its last row, as row-by-row upserts would.
+        columns = [list(c) for c in zip(*_last_per_key(rows, 1), strict=True)]
         with self._lock:
             self._con.execute("BEGIN")
-            self._con.executemany(
-                "INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            self._con.execute(
+                "INSERT INTO conversations SELECT unnest($1::VARCHAR[]), unnest($2::VARCHAR[]), "
+                "unnest($3::TIMESTAMP[]), unnest($4::VARCHAR[]), unnest($5::VARCHAR[]), "
+                "unnest($6::VARCHAR[])::JSON, unnest($7::INTEGER[]), unnest($8::BOOLEAN[]), "
+                "unnest($9::VARCHAR[]) "
                 "ON CONFLICT (conversation_id) DO UPDATE SET "
                 "user_pseudonym = excluded.user_pseudonym, timestamp = excluded.timestamp, "
                 "source = excluded.source, content_hash = excluded.content_hash, "
                 "messages = excluded.messages, n_pii_spans = excluded.n_pii_spans, "
                 "truncated = excluded.truncated",
-                rows,
+                columns,
             )
             self._con.execute("COMMIT")
         return len(rows)
@@ -233,9 +307,17 @@ class PrivateStore:
             for v in values
         ]
         if rows:
+            # One set-based statement (executemany costs ~1.5 ms a row here); a
+            # (conversation, facet) given twice keeps its last row, as INSERT OR REPLACE would.
+            columns = [list(c) for c in zip(*_last_per_key(rows, 2), strict=True)]
             with self._lock:
                 self._con.execute("BEGIN")
-                self._con.executemany("INSERT OR REPLACE INTO facets VALUES (?, ?, ?, ?, ?)", rows)
+                self._con.execute(
+                    "INSERT OR REPLACE INTO facets SELECT unnest($1::VARCHAR[]), "
+                    "unnest($2::VARCHAR[]), unnest($3::VARCHAR[])::JSON, unnest($4::VARCHAR[]), "
+                    "unnest($5::VARCHAR[])",
+                    columns,
+                )
                 self._con.execute("COMMIT")
         return len(rows)
 
@@ -313,8 +395,12 @@ class PrivateStore:
             self._con.execute(
                 "DELETE FROM assignments WHERE run_id = ? AND facet = ?", [run_id, facet]
             )
-            if data:
-                self._con.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)", data)
+            if data:  # one set-based statement: executemany costs ~0.2 ms a row here
+                self._con.execute(
+                    "INSERT INTO assignments SELECT $1, $2, unnest($3::VARCHAR[]), "
+                    "unnest($4::VARCHAR[]), unnest($5::VARCHAR[])",
+                    [run_id, facet, *([list(c) for c in zip(*data, strict=True)][2:])],
+                )
             self._con.execute("COMMIT")
 
     # -- cluster trees (private: who is in which cluster) ----------------
@@ -329,6 +415,212 @@ class PrivateStore:
             self._con.execute(
                 "DELETE FROM cluster_members WHERE run_id = ? AND facet = ?", [run_id, facet]
             )
-            if data:
-                self._con.executemany("INSERT INTO cluster_members VALUES (?, ?, ?, ?, ?)", data)
+            if data:  # one set-based statement: executemany costs ~0.2 ms a row here
+                self._con.execute(
+                    "INSERT INTO cluster_members SELECT $1, $2, unnest($3::INTEGER[]), "
+                    "unnest($4::VARCHAR[]), unnest($5::VARCHAR[])",
+                    [run_id, facet, *([list(c) for c in zip(*data, strict=True)][2:])],
+                )
             self._con.execute("COMMIT")
+
+    # -- incremental runs (additions) ------------------------------------
+    def conversation_ids_by_hash(self, hashes: Sequence[str]) -> dict[str, str]:
+        """content hash -> the stored conversation id, for the hashes already stored."""
+        rows = self.execute(
+            "SELECT content_hash, min(conversation_id) FROM conversations "
+            "WHERE content_hash IN (SELECT unnest(?)) GROUP BY content_hash",
+            [list(set(hashes))],
+        )
+        return dict(rows)
+
+    def user_pseudonyms(self, ids: Sequence[str]) -> dict[str, str]:
+        """conversation id -> user pseudonym, without loading any text."""
+        rows = self.execute(
+            "SELECT conversation_id, user_pseudonym FROM conversations "
+            "WHERE conversation_id IN (SELECT unnest(?))",
+            [list(ids)],
+        )
+        return dict(rows)
+
+    def merge_shard(self, shard: Path) -> None:
+        """Copy a partition's shard into this store in one transaction, then delete it.
+        Every statement is an upsert, so merging a shard twice changes nothing."""
+        with self._lock:
+            quoted = str(shard).replace("'", "''")
+            self._con.execute(f"ATTACH '{quoted}' AS shard (READ_ONLY)")
+            try:
+                self._con.execute("BEGIN")
+                for statement in _SHARD_MERGE.values():
+                    self._con.execute(statement)
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            finally:
+                self._con.execute("DETACH shard")
+        shard.unlink()
+        shard.with_name(shard.name + ".wal").unlink(missing_ok=True)
+
+    def put_build(
+        self, build_id: str, tree_digest: str, nodes: Sequence[BuildNode], conversation_ids: list
+    ) -> None:
+        """Record a full build: its tree and the conversations it released from. Replaces an
+        earlier record of the same build (and what incremental runs added to it)."""
+        node_rows = [
+            (
+                build_id,
+                n.facet,
+                n.level,
+                n.cluster_id,
+                n.parent_id,
+                n.name,
+                n.description,
+                json.dumps(n.keywords, ensure_ascii=False),
+                n.x,
+                n.y,
+                None if n.centroid is None else n.centroid.astype(np.float32).tolist(),
+            )
+            for n in nodes
+        ]
+        with self._lock:
+            self._con.execute("BEGIN")
+            for table in ("build_nodes", "build_conversations", "unassigned"):
+                self._con.execute(f"DELETE FROM {table} WHERE build_id = ?", [build_id])
+            if node_rows:
+                self._con.executemany(
+                    "INSERT INTO build_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", node_rows
+                )
+            self._con.execute(
+                "INSERT INTO build_conversations SELECT ?, unnest(?::VARCHAR[]), ?",
+                [build_id, list(conversation_ids), build_id],
+            )
+            self._con.execute(
+                "INSERT OR REPLACE INTO builds VALUES (?, ?, current_timestamp)",
+                [build_id, tree_digest],
+            )
+            self._con.execute("COMMIT")
+
+    def current_build(self) -> tuple[str, str] | None:
+        """(build_id, tree_digest) of the most recent full build, if any."""
+        rows = self.execute(
+            "SELECT build_id, tree_digest FROM builds ORDER BY built_at DESC, build_id LIMIT 1"
+        )
+        return rows[0] if rows else None
+
+    def build_nodes(self, build_id: str) -> list[BuildNode]:
+        rows = self.execute(
+            "SELECT facet, level, cluster_id, parent_id, name, description, keywords, x, y, "
+            "centroid FROM build_nodes WHERE build_id = ? ORDER BY facet, level, cluster_id",
+            [build_id],
+        )
+        return [
+            BuildNode(
+                facet=r[0],
+                level=r[1],
+                cluster_id=r[2],
+                parent_id=r[3],
+                name=r[4],
+                description=r[5],
+                keywords=json.loads(r[6]),
+                x=r[7],
+                y=r[8],
+                centroid=None if r[9] is None else np.asarray(r[9], dtype=np.float32),
+            )
+            for r in rows
+        ]
+
+    def build_conversation_ids(self, build_id: str) -> list[str]:
+        rows = self.execute(
+            "SELECT conversation_id FROM build_conversations WHERE build_id = ? "
+            "ORDER BY conversation_id",
+            [build_id],
+        )
+        return [r[0] for r in rows]
+
+    def base_members(self, build_id: str, facet: str) -> dict[str, set[str]]:
+        """Base cluster id -> conversations in it: the build's own assignments and those
+        of the incremental runs added to it."""
+        rows = self.execute(
+            "SELECT cluster_id, conversation_id FROM assignments WHERE facet = ? AND run_id IN "
+            "(SELECT DISTINCT run_id FROM build_conversations WHERE build_id = ?)",
+            [facet, build_id],
+        )
+        members: dict[str, set[str]] = {}
+        for cluster, conversation in rows:
+            members.setdefault(cluster, set()).add(conversation)
+        return members
+
+    def add_to_build(
+        self,
+        build_id: str,
+        run_id: str,
+        conversation_ids: Sequence[str],
+        assignments: Iterable[tuple[str, str, str, str]],
+        unassigned: Iterable[tuple[str, str, str, float]],
+    ) -> None:
+        """An incremental run's additions, in one transaction: assignments rows
+        (facet, item_id, conversation_id, cluster_id), unassigned items (facet, item_id,
+        conversation_id, distance) and the conversations now part of the build."""
+        ids = list(conversation_ids)
+        assigned = [(run_id, f, i, c, k) for f, i, c, k in assignments]
+        waiting = [(build_id, run_id, f, i, c, d) for f, i, c, d in unassigned]
+        with self._lock:
+            self._con.execute("BEGIN")
+            for table in ("assignments", "unassigned"):
+                self._con.execute(
+                    f"DELETE FROM {table} WHERE run_id = ? "
+                    "AND conversation_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [run_id, ids],
+                )
+            if assigned:
+                self._con.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)", assigned)
+            if waiting:
+                self._con.executemany("INSERT INTO unassigned VALUES (?, ?, ?, ?, ?, ?)", waiting)
+            self._con.execute(
+                "INSERT OR IGNORE INTO build_conversations SELECT ?, unnest(?::VARCHAR[]), ?",
+                [build_id, ids, run_id],
+            )
+            self._con.execute("COMMIT")
+
+    def unassigned_counts(self, build_id: str) -> tuple[int, int]:
+        """(items, conversations) waiting for the next full build."""
+        row = self.execute(
+            "SELECT count(*), count(DISTINCT conversation_id) FROM unassigned WHERE build_id = ?",
+            [build_id],
+        )[0]
+        return int(row[0]), int(row[1])
+
+
+class LayeredCache:
+    """The LLM and embedding caches of a partition task: reads its own shard first, then the
+    main store (opened read-only); writes go to the shard only, merged later by the flow."""
+
+    def __init__(self, shard: PrivateStore, main: PrivateStore | None):
+        self.shard = shard
+        self.main = main
+
+    def get_llm_response(self, key: str) -> tuple[Any, int, int] | None:
+        hit = self.shard.get_llm_response(key)
+        if hit is None and self.main is not None:
+            hit = self.main.get_llm_response(key)
+        return hit
+
+    def put_llm_response(
+        self, key: str, backend: str, model: str, response: Any, n_in: int, n_out: int
+    ) -> None:
+        self.shard.put_llm_response(key, backend, model, response, n_in, n_out)
+
+    def get_embeddings(self, model: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        found = self.main.get_embeddings(model, text_hashes) if self.main is not None else {}
+        missing = [h for h in text_hashes if h not in found]
+        found.update(self.shard.get_embeddings(model, missing))
+        return found
+
+    def put_embeddings(self, model: str, vectors: dict[str, np.ndarray]) -> None:
+        self.shard.put_embeddings(model, vectors)
+
+
+def _last_per_key(rows: list[tuple], key_columns: int) -> list[tuple]:
+    """`rows` with only the last row of each key (its first `key_columns` values), in order."""
+    last = {row[:key_columns]: index for index, row in enumerate(rows)}
+    return rows if len(last) == len(rows) else [rows[i] for i in sorted(last.values())]

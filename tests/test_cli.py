@@ -105,3 +105,61 @@ def test_render_report_shows_counts():
     assert "quarantined        2  {'invalid_json': 2}" in text
     assert "released 3" in text
     assert "cluster_below_min_users" in text
+
+
+@pytest.mark.parametrize(
+    "flags,mode", [([], "full"), (["--incremental"], "incremental"), (["--rebuild"], "rebuild")]
+)
+def test_run_modes(flags, mode):
+    from clio.cli import _mode
+
+    for command in ("run", "schedule"):
+        extra = ["--cron", "0 3 * * *"] if command == "schedule" else []
+        assert _mode(build_parser().parse_args([command, *extra, *flags])) == mode
+
+
+def test_incremental_and_rebuild_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["run", "--incremental", "--rebuild"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_render_report_shows_incremental_counts():
+    manifest = {
+        "run_id": "run-inc",
+        "config_hash": "h",
+        "mode": "incremental",
+        "mode_reason": "added to the full build run-b",
+        "counts": {
+            "n_input": 30,
+            "n_conversations": 40,
+            "n_quarantined": 0,
+            "quarantine_reasons": {},
+            "n_truncated": 0,
+            "n_pii_spans_replaced": 0,
+            "facet_failures": {},
+            "n_already_processed": 24,
+        },
+        "incremental": {
+            "new_conversations": 6,
+            "items_assigned": 5,
+            "items_unassigned": 1,
+            "max_distance": 0.5,
+            "unassigned_conversations_waiting": 3,
+        },
+        "llm": {"backend": "local", "model": "m"},
+        "release": {
+            "clusters_built": 2,
+            "clusters_released": 2,
+            "clusters_released_by_level": {},
+            "breakdown_cells_released": 0,
+            "suppressed": {},
+        },
+        "stage_seconds": {},
+        "outputs": {"released_store": "o/insights.duckdb", "manifest": "o/manifest.json"},
+    }
+    text = render_report(manifest)
+    assert "mode               incremental: added to the full build run-b" in text
+    assert "24 already processed, 6 new; facet texts assigned 5, beyond the cut-off 1" in text
+    assert "waiting            3 conversations" in text

@@ -48,7 +48,9 @@ def test_choose_k(n, target, min_k, max_k, expected):
 
 def test_kmeans_recovers_separated_blobs_with_normalised_centroids():
     points, truth, _ = blobs(4, 25)
-    labels, centroids = cluster_vectors(points, ClusterConfig(target_cluster_size=25))
+    labels, centroids = cluster_vectors(
+        points, ClusterConfig(method="kmeans", target_cluster_size=25)
+    )
     assert centroids.shape == (4, 32)
     assert adjusted_rand_score(truth, labels) == 1.0
     np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, rtol=1e-5)
@@ -56,7 +58,7 @@ def test_kmeans_recovers_separated_blobs_with_normalised_centroids():
 
 def test_kmeans_is_deterministic_for_a_seed():
     points, _, _ = blobs(12, 20, noise=0.6, seed=3)
-    config = ClusterConfig(target_cluster_size=10, seed=7)
+    config = ClusterConfig(method="kmeans", target_cluster_size=10, seed=7)
     first = cluster_vectors(points, config)
     second = cluster_vectors(points, config)
     np.testing.assert_array_equal(first[0], second[0])
@@ -67,7 +69,7 @@ def test_kmeans_labels_are_compact_when_clusters_come_out_empty():
     # 30 points but only 3 distinct ones, while choose_k asks for 15 clusters.
     distinct, _, _ = blobs(3, 1)
     points = np.repeat(distinct, 10, axis=0)
-    config = ClusterConfig(target_cluster_size=2)
+    config = ClusterConfig(method="kmeans", target_cluster_size=2)
     assert choose_k(30, config) == 15
     labels, centroids = cluster_vectors(points, config)
     k = len(centroids)
@@ -79,7 +81,7 @@ def test_kmeans_labels_are_compact_when_clusters_come_out_empty():
 
 def test_labels_are_ordered_largest_cluster_first():
     points = np.concatenate([blobs(1, 5, seed=1)[0], blobs(1, 20, seed=2)[0]])
-    labels, _ = cluster_vectors(points, ClusterConfig(target_cluster_size=12))
+    labels, _ = cluster_vectors(points, ClusterConfig(method="kmeans", target_cluster_size=12))
     assert labels.tolist() == [1] * 5 + [0] * 20
 
 
@@ -138,7 +140,9 @@ def test_members_by_cluster_and_centroids():
 def test_kmeans_plus_plus_seeding_recovers_many_separated_blobs():
     # faiss's own random seeding merges and splits some of these 40 blobs.
     points, truth, _ = blobs(40, 10, seed=0)
-    labels, centroids = cluster_vectors(points, ClusterConfig(target_cluster_size=10, seed=0))
+    labels, centroids = cluster_vectors(
+        points, ClusterConfig(method="kmeans", target_cluster_size=10, seed=0)
+    )
     assert len(centroids) == 40
     assert adjusted_rand_score(truth, labels) == 1.0
 
@@ -182,3 +186,7 @@ def test_hdbscan_path_is_deterministic_and_uses_the_configured_sizes(monkeypatch
     assert seen == [12, 12]
     cluster_vectors(points, ClusterConfig(method="hdbscan", target_cluster_size=20))
     assert seen[-1] == 10  # half the target size when min_cluster_size is not set
+
+
+def test_kmeans_is_the_default_base_clustering():
+    assert ClusterConfig().method == "kmeans"

@@ -36,7 +36,7 @@ def _fixture(seed: int = 0) -> tuple[LabelledTexts, np.ndarray]:
 
 
 def _config() -> RunConfig:
-    base = RunConfig(cluster=ClusterConfig(target_cluster_size=PER_TOPIC, seed=3))
+    base = RunConfig(cluster=ClusterConfig(method="kmeans", target_cluster_size=PER_TOPIC, seed=3))
     return eval_config(base, seed=None)
 
 
@@ -246,7 +246,7 @@ def test_run_prints_one_json_object_with_hierarchy(shared_data, tmp_path, capsys
     parser = argparse.ArgumentParser()  # `clio eval clusters` without loading the CLI
     harness.add_arguments(parser)
     args = ["--dataset", "clinc150", "--json", "--limit", "300"]
-    args += ["--methods", "clio,kmeans", "--seed", "5"]
+    args += ["--methods", "clio,kmeans", "--seed", "5", "--cluster-method", "kmeans"]
     args += ["--data-dir", str(shared_data), "--cache-dir", str(tmp_path)]
     assert harness.run(parser.parse_args(args)) == 0
     report = json.loads(capsys.readouterr().out)

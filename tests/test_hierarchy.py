@@ -13,6 +13,7 @@ from clio.config import (
     RunConfig,
 )
 from clio.hierarchy import build_facet_tree, nested_levels, parent_level_sizes
+from clio.hierarchy_llm import name_key
 from clio.llm.client import StructuredLLM
 from clio.mapping import map_positions
 from tests.fakes.llm import FakeBackend
@@ -39,7 +40,7 @@ def _items(seed: int = 0):
 
 def _config(**hierarchy) -> RunConfig:
     return RunConfig(
-        cluster=ClusterConfig(target_cluster_size=PER_TOPIC, seed=1),
+        cluster=ClusterConfig(method="kmeans", target_cluster_size=PER_TOPIC, seed=1),
         privacy=PrivacyConfig(min_users=2),
         hierarchy=HierarchyConfig(**hierarchy),
     )
@@ -280,3 +281,220 @@ def test_grouping_recovers_nested_topic_families(grouping):
     truth_topic, truth_family = np.repeat(np.arange(12), 12), np.repeat(np.arange(3), 48)
     assert adjusted_rand_score(truth_topic, levels[0]) == 1.0
     assert adjusted_rand_score(truth_family, levels[1]) == 1.0
+
+
+# -- the LLM procedure (Clio's): proposals, merging, assignment, renaming -------------------
+
+FAMILIES = ("Cooking", "Travel", "Music")
+
+
+def _topic_of(text: str) -> int:
+    word = re.search(r"\bz([a-j]{3})\b", text).group(1)
+    return int("".join(str(ord(c) - ord("a")) for c in word))
+
+
+def _family_of(text: str) -> str:
+    return FAMILIES[_topic_of(text) % len(FAMILIES)]
+
+
+def _llm_config(**hierarchy) -> RunConfig:
+    settings = {"procedure": "llm", "neighbourhood_size": 20, **hierarchy}
+    return _config(**settings)
+
+
+def _procedure_llm(*, propose=None, merge=None, assign=None) -> tuple[StructuredLLM, FakeBackend]:
+    """Base clusters are named after their topic word and described by their family; the
+    proposals are the families present (the second neighbourhood writes them in lower case
+    with a dot, and calls music "Songs and music"); the merge answer lists the families."""
+
+    def groups(call) -> list[str]:
+        lines = call.prompt.input.split("Nearby groups elsewhere:")[0].splitlines()
+        return [line[2:] for line in lines if line.startswith("- ")]
+
+    def answer(call):
+        task, text = call.prompt.task, call.prompt.input
+        if task == "name_cluster":
+            family = _family_of(text)
+            return {
+                "name": f"Ask about z{re.search(r'z([a-j]{3})', text).group(1)}",
+                "description": f"Requests about {family.lower()}.",
+            }
+        if task == "propose_parents":
+            if propose is not None:
+                return propose(call)
+            names = sorted({_family_of(group) for group in groups(call)})
+            if "zaaa" in text:  # one neighbourhood words its proposals differently
+                names = [n.lower() + "." if n != "Music" else "Songs and music" for n in names]
+            return {"names": names}
+        if task == "merge_parents":
+            return merge(call) if merge is not None else {"names": list(FAMILIES)}
+        if task == "assign_parent":
+            if assign is not None:
+                return assign(call)
+            return {"category": _family_of(text.splitlines()[0])}
+        if task == "name_parent_cluster":
+            keyword = re.search(r"Distinctive words: (\w+)", text).group(1)
+            return {"name": f"All about {keyword}", "description": f"Groups on {keyword}."}
+        raise AssertionError(f"unexpected task {task}")
+
+    backend = FakeBackend(answer)
+    return StructuredLLM(backend, LLMConfig(max_retries=0), backoff_seconds=0.0), backend
+
+
+def _llm_tree(config=None, **fakes):
+    conversation_ids, texts, users, vectors = _items()
+    llm, backend = _procedure_llm(**fakes)
+    clusters = build_facet_tree(
+        "request", conversation_ids, texts, users, vectors, llm, config or _llm_config()
+    )
+    return clusters, backend
+
+
+def _family_of_base(cluster) -> str:
+    return FAMILIES[_topic_of(cluster.name) % len(FAMILIES)]
+
+
+def test_llm_procedure_proposes_merges_assigns_and_renames():
+    clusters, backend = _llm_tree()
+    by_id = {c.cluster_id: c for c in clusters}
+    tasks = [call.prompt.task for call in backend.calls]
+    assert tasks.count("name_cluster") == N_TOPICS
+    assert tasks.count("propose_parents") == 3  # 60 children in neighbourhoods of ~20
+    assert tasks.count("merge_parents") == 1  # all proposals fit one merge call
+    assert tasks.count("assign_parent") == N_TOPICS  # every child picks its parent
+    assert tasks.count("name_parent_cluster") == 3  # every parent renamed
+    # the three families are the top level: the merged duplicates made no extra parents
+    assert sorted({c.level for c in clusters}) == [0, 1]
+    parents = [c for c in clusters if c.level == 1]
+    assert sorted(p.name for p in parents) == sorted(f"All about {f}" for f in FAMILIES)
+    for parent in parents:
+        family = parent.name.removeprefix("All about ")
+        assert parent.description == f"Groups on {family}."
+        assert parent.extra["name_source"] == "llm"
+        assert {_family_of_base(by_id[c]) for c in parent.children} == {family}
+    assert sum(len(p.children) for p in parents) == N_TOPICS
+
+
+def test_llm_procedure_prompts_show_their_neighbourhood_and_nearby_outside_clusters():
+    _, backend = _llm_tree()
+    proposals = [
+        call.prompt.input for call in backend.calls if call.prompt.task == "propose_parents"
+    ]
+    listed = []
+    for text in proposals:
+        inside, outside = text.split("Nearby groups elsewhere:")
+        inside_names = {line[2:].split(":")[0] for line in inside.splitlines() if line[:2] == "- "}
+        outside_names = {line[2:] for line in outside.splitlines() if line[:2] == "- "}
+        assert len(outside_names) == 5 and not inside_names & outside_names
+        # 15 parents wanted for 60 children: one per four children of the neighbourhood
+        assert inside.startswith(f"Wanted: about {round(len(inside_names) / 4)} categories")
+        listed += sorted(inside_names)
+    assert len(listed) == len(set(listed)) == N_TOPICS  # every child in one neighbourhood
+    merge = next(c.prompt.input for c in backend.calls if c.prompt.task == "merge_parents")
+    # "cooking." and "Cooking" are one proposal before the LLM merges the rest
+    proposed = [line[2:] for line in merge.splitlines() if line.startswith("- ")]
+    assert sorted(map(name_key, proposed)) == ["cooking", "music", "music song", "travel"]
+
+
+def test_unmatched_choices_fall_back_to_the_category_sharing_most_words():
+    # The model answers nonsense for every child: each falls back by words, and its
+    # description ("Requests about cooking.") names its family.
+    clusters, _ = _llm_tree(assign=lambda call: {"category": "Something else entirely"})
+    by_id = {c.cluster_id: c for c in clusters}
+    parents = [c for c in clusters if c.level == 1]
+    assert len(parents) == 3
+    for parent in parents:
+        assert len({_family_of_base(by_id[c]) for c in parent.children}) == 1
+
+
+def _listed(call) -> list[str]:
+    return [line[2:] for line in call.prompt.input.splitlines() if line.startswith("- ")]
+
+
+def test_llm_procedure_stops_when_the_model_merges_nothing():
+    # one proposal per child, nothing merged: a level would not shrink, so none is added
+    def one_per_child(call):
+        return {"names": [line.split(":")[0] for line in _listed(call) if ":" in line]}
+
+    def echo(call):
+        return {"category": call.prompt.input.splitlines()[0].split(": ")[1]}
+
+    config = _llm_config(neighbourhood_size=10)
+    clusters, backend = _llm_tree(
+        config, propose=one_per_child, merge=lambda call: {"names": _listed(call)}, assign=echo
+    )
+    assert {c.level for c in clusters} == {0}
+    assert all(c.parent_id is None for c in clusters)
+    tasks = [call.prompt.task for call in backend.calls]
+    assert tasks.count("propose_parents") == 6 and tasks.count("merge_parents") == 2
+
+
+def test_llm_procedure_repeats_until_the_top_is_small_enough():
+    # The first level splits each family in two ("Cooking east", "Cooking west"); the second
+    # merges them, so the tree has two parent levels and a top of three.
+    def half(text: str) -> str:
+        return f"{_family_of(text)} {('east', 'west')[_topic_of(text) % 2]}"
+
+    def propose(call):
+        groups = [g for g in _listed(call) if g.startswith("Ask about")]
+        return {"names": sorted({half(g) for g in groups})} if groups else {"names": FAMILIES}
+
+    def merge(call):
+        return {"names": sorted(set(_listed(call)))}
+
+    def assign(call):
+        child = call.prompt.input.splitlines()[0]
+        if "Ask about" in child:
+            return {"category": half(child)}
+        return {"category": next(f for f in FAMILIES if f in child)}
+
+    clusters, backend = _llm_tree(
+        _llm_config(top_clusters=3), propose=propose, merge=merge, assign=assign
+    )
+    counts = [sum(c.level == level for c in clusters) for level in (0, 1, 2)]
+    assert counts == [N_TOPICS, 6, 3]
+    assert max(c.level for c in clusters) == 2
+
+
+def test_auto_procedure_uses_the_llm_only_with_a_capable_backend():
+    llm, _ = _procedure_llm()
+    local = _config()
+    remote = local.model_copy(update={"llm": LLMConfig(backend="anthropic", model="m")})
+    assert not hierarchy_module.uses_llm_procedure(llm, local)
+    assert hierarchy_module.uses_llm_procedure(llm, remote)
+    assert not hierarchy_module.uses_llm_procedure(None, remote)
+    forced = _config(procedure="llm")
+    assert hierarchy_module.uses_llm_procedure(llm, forced)
+    kept = remote.model_copy(update={"hierarchy": HierarchyConfig(procedure="centroids")})
+    assert not hierarchy_module.uses_llm_procedure(llm, kept)
+    keywords = remote.model_copy(update={"hierarchy": HierarchyConfig(name_parents_with_llm=False)})
+    assert not hierarchy_module.uses_llm_procedure(llm, keywords)
+
+
+def test_llm_procedure_is_deterministic():
+    first, _ = _llm_tree()
+    again, _ = _llm_tree()
+    assert _summary(first) == _summary(again)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ("Cooking", "cooking.", True),
+        ("Help with job applications", "Job application", True),
+        ("Travel and music", "Music and travel", True),
+        ("Travel", "Music", False),
+        ("Write poems", "Write poem stories", False),
+    ],
+)
+def test_name_key_merges_only_names_of_the_same_words(first, second, same):
+    assert (name_key(first) == name_key(second)) is same
+
+
+@pytest.mark.parametrize(
+    ("n_children", "branching", "top", "expected"),
+    [(150, 4, 5, 38), (38, 4, 5, 10), (10, 4, 5, 5), (6, 4, 5, 5), (2, 4, 5, 1), (40, 2, 3, 20)],
+)
+def test_next_level_size(n_children, branching, top, expected):
+    settings = HierarchyConfig(branching=branching, top_clusters=top)
+    assert hierarchy_module.next_level_size(n_children, settings) == expected

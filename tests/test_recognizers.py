@@ -10,10 +10,17 @@ from clio.config import ScrubConfig
 from clio.recognizers import (
     RECOGNIZERS_VERSION,
     common_words,
+    everyday_words,
     find_person_names,
     find_places,
     given_names,
+    is_english_word,
+    is_wordlike_name,
+    lowercase_given_names,
+    name_parts,
+    ner_person_label,
     place_names,
+    surnames_list,
 )
 from clio.scrub import PresidioScrubber, build_scrubber
 
@@ -142,6 +149,30 @@ POSITIVES = [
     ("box: P.O. Box 242 Suite 787", "STREET_ADDRESS", "P.O. Box 242 Suite 787"),
     ("Je suis née le 14/07/1983 à Lyon", "DATE_OF_BIRTH", "14/07/1983"),
     ("code postal : 75011", "POSTCODE", "75011"),
+    # surnames, lists of names, lower-case names, naming phrases
+    ("This song by ex-Zombie Kastner is great", "PERSON", "Kastner"),
+    ("our founders: Kónya, Becker and Vasquez.", "PERSON", "Kónya"),
+    ("Usamov and Bowers were precision engineers.", "PERSON", "Usamov"),
+    ("i wish im ryan", "PERSON", "ryan"),
+    ("Sometimes people call me Csanád", "PERSON", "Csanád"),
+    ("Name: Martim A Pereira Address: unknown", "PERSON", "Martim A Pereira"),
+    ("Mrs. Barbara Yudina Apt. 675 62314 Mellemvej 32", "PERSON", "Barbara Yudina"),
+    # European street numbering, flats on their own, intersections, foreign street words
+    ("William Hughes  20789 Allika 46  Suite 501", "STREET_ADDRESS", "20789 Allika 46  Suite 501"),
+    ("Ship to Suite 541 please", "STREET_ADDRESS", "Suite 541"),
+    ("The bus station is on Villacher Strasse 89", "STREET_ADDRESS", "Villacher Strasse 89"),
+    ("It is at 764 Fagradalsbraut 71 now", "STREET_ADDRESS", "764 Fagradalsbraut 71"),
+    (
+        "meet at the corner of Dalbraut 99 and Frederikke Coves",
+        "STREET_ADDRESS",
+        "the corner of Dalbraut 99 and Frederikke Coves",
+    ),
+    # small places after a travel or origin phrase, postcodes of other shapes
+    ("Ms. Margarot flew to Loeches on Saturday", "LOCATION", "Loeches"),
+    ("We moved here from Tjæreborg", "LOCATION", "Tjæreborg"),
+    ("I'm Naomi, originally from PORT O' WARREN", "LOCATION", "PORT O' WARREN"),
+    ("ZIP: 394 13", "POSTCODE", "394 13"),
+    ("my zip code is 53-320", "POSTCODE", "53-320"),
 ]
 
 
@@ -171,6 +202,11 @@ NEGATIVES = [
     ("Can you help me? Will it rain?", "PERSON"),
     ("my card was declined twice", "CREDIT_CARD"),
     ("In 2020 there were 1500 people", "PHONE_NUMBER"),
+    ("Top 10 Movies 2020 list", "STREET_ADDRESS"),
+    ("the marina was nice and the ginger tea too", "PERSON"),
+    ("I am in Love with it", "LOCATION"),
+    ("For my take, see Guilty Pleasures: 5 Musicians", "PERSON"),
+    ("Apple and Google announced it", "PERSON"),
 ]
 
 
@@ -212,6 +248,18 @@ def test_replaced_builtins_are_gone_and_extras_are_active(scrubber):
         ("my name is john and I like tea", ["john"]),
         ("the weather is nice", []),
         ("Will you call Mark?", []),  # names that are everyday words are left to NER
+        ("They had 6: Efimiya, Mary and Ariana.", ["Efimiya", "Mary", "Ariana"]),
+        ("Morrison, Rogers and Torres.", ["Morrison", "Rogers", "Torres"]),
+        ("Reed Elsevier and Loveland Technologies", ["Reed Elsevier"]),
+        ("naomi ryan sewer pipe", ["naomi ryan"]),
+        ("I'm Amanda's daughter", ["Amanda"]),
+        ("Hi Freddy, I'm here", ["Freddy"]),
+        ("Brad L Key and Lena J Key", ["Lena J Key"]),
+        ("I want to add Irenke Sörös as", ["Irenke Sörös"]),  # two unknown words in a row
+        ("Google Public Data Explorer", []),
+        ("shows on Marina Fort Street were", []),  # a street named after a person
+        ("WAS THAT ELEKTRA", ["ELEKTRA"]),  # a name in capitals after shouted words
+        ("my IBAN FR76 3000", []),  # but not an acronym that is also a name
     ],
 )
 def test_find_person_names(text, expected):
@@ -228,6 +276,99 @@ def test_find_person_names(text, expected):
 )
 def test_find_places(text, expected):
     assert [text[start:end] for start, end in find_places(text)] == expected
+
+
+def test_english_only_rules_stay_out_of_other_languages():
+    text = "la pierre et le Conseil Constitutionnel, avec ryan"
+    english = [text[a:b] for a, b, _ in find_person_names(text)]
+    assert english == ["pierre", "Conseil Constitutionnel", "ryan"]
+    assert list(find_person_names(text, "fr")) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "expected"),
+    [
+        ("Please return to Leon and Eyrarodda 66 in case", "en", ["Leon"]),  # a street
+        ("The restaurant is at 9816 214 Pavlou Drandaki", "en", []),  # after a house number
+        ("I met Anna 3 times", "en", ["Anna"]),
+        ("Sala de lo Penal. Los demandantes", "es", []),  # sentence-initial words
+        ("la Sala y el Tribunal", "es", []),  # after an article
+        ("el abogado Becker dijo", "es", ["Becker"]),
+        ("de los Sres. Evaldsson y Hodell.", "es", ["Evaldsson", "Hodell"]),
+        ("de MM. Ehrenkrona, Bratt et Södergren.", "fr", ["Ehrenkrona", "Bratt", "Södergren"]),
+    ],
+)
+def test_names_by_place_in_the_sentence(text, language, expected):
+    assert [text[a:b] for a, b, _ in find_person_names(text, language)] == expected
+
+
+def test_coordinated_names_outrank_a_place_guess():
+    scores = {
+        "Torres": [s for a, b, s in find_person_names("Morrison, Rogers and Torres") if a == 21],
+        "alone": [s for _, _, s in find_person_names("Torres")],
+    }
+    assert scores == {"Torres": [0.9], "alone": [0.45]}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Guilty Pleasures", True),
+        ("Salesperson", True),
+        ("Kylie", False),  # a word, but a given name too
+        ("Bill", False),
+        ("Metallica", False),
+        ("", False),
+    ],
+)
+def test_is_wordlike_name(value, expected):
+    assert is_wordlike_name(value) is expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Barbara Yudina Apt", ("PERSON", 14)),
+        ("Marina Fort Street", ("STREET_ADDRESS", 18)),
+        ("Inna Loop St", ("STREET_ADDRESS", 12)),
+        ("Anna Lindqvist", None),
+        ("Apt", None),
+    ],
+)
+def test_ner_person_label(value, expected):
+    assert ner_person_label(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Wacława Adamska", ["Wacława", "Adamska"]),
+        ("Maciej Borkowski's", ["Maciej", "Borkowski"]),
+        ("Zoe Young", []),  # "young" is a word: not replaced on its own
+        ("Adamska", []),
+        ("Ella H. Snider", ["Ella", "Snider"]),
+    ],
+)
+def test_name_parts(value, expected):
+    assert name_parts(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [("movies", True), ("Tips", True), ("stories", True), ("Allika", False), ("the", True)],
+)
+def test_is_english_word(word, expected):
+    assert is_english_word(word) is expected
+
+
+def test_name_lists_leave_everyday_words_out():
+    surnames, lower = surnames_list(), lowercase_given_names()
+    assert {"vasquez", "becker", "kastner", "johnson", "torres"} <= surnames
+    assert not {"brown", "white", "young", "may", "apple", "docker"} & surnames
+    assert {"emma", "ryan", "naomi"} <= lower
+    assert not {"marina", "martin", "will", "mark", "ginger", "brandy"} & lower
+    assert {"brown", "quick"} <= everyday_words()
+    assert "johnson" not in everyday_words()
 
 
 def test_gazetteers_are_loaded_from_their_packages():

@@ -1,6 +1,9 @@
 import gzip
+import os
+import pickle
 import re
 import socket
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +25,7 @@ from clio.scrub import (
     propagate_values,
     resolve_overlaps,
     scrub_conversations,
+    scrub_workers,
 )
 
 KEY = "test-key"
@@ -280,6 +284,16 @@ def test_a_language_without_ner_model_gets_the_patterns():
             [Span("STREET_ADDRESS", 10, 21, 0.6), Span("PERSON", 28, 32, 0.8)],
             [Span("PERSON", 28, 32, 0.8), Span("STREET_ADDRESS", 10, 21, 0.6)],
         ),
+        (  # a detected country after a blank line, as on an address label, joins too
+            "20789 Allika 46\n Riisa\n\n Estonia 62488",
+            [Span("STREET_ADDRESS", 0, 15, 0.5), Span("LOCATION", 25, 32, 0.85)],
+            [Span("STREET_ADDRESS", 0, 38, 0.5)],
+        ),
+        (  # but a word after a blank line does not
+            "I live at 12 Oak Lane\n\nThanks a lot",
+            [Span("STREET_ADDRESS", 10, 21, 0.6)],
+            [Span("STREET_ADDRESS", 10, 21, 0.6)],
+        ),
         (  # without a street nothing is joined
             "Paris, France",
             [Span("LOCATION", 0, 5, 0.8), Span("LOCATION", 7, 13, 0.8)],
@@ -364,18 +378,23 @@ def test_scrubbed_conversation_fields(scrubber):
     assert [m.role for m in scrubbed.messages] == ["user", "assistant"]
 
 
-def test_shipped_sample_scrubs_without_quarantine(scrubber):
+def _sample_conversations(n: int) -> list[Conversation]:
     import json
 
     conversations = []
     with gzip.open(SAMPLE, "rt", encoding="utf-8") as lines:
-        for i, line in zip(range(20), lines, strict=False):
+        for i, line in zip(range(n), lines, strict=False):
             parts = re.split(r"\n\n(Human|Assistant): ", json.loads(line)["chosen"])
             turns = [
                 ("user" if who == "Human" else "assistant", text)
                 for who, text in zip(parts[1::2], parts[2::2], strict=True)
             ]
             conversations.append(conversation(*turns, cid=f"s{i}", user=f"s{i}"))
+    return conversations
+
+
+def test_shipped_sample_scrubs_without_quarantine(scrubber):
+    conversations = _sample_conversations(20)
     scrubbed, quarantined = scrub_conversations(conversations, scrubber, KEY)
     assert quarantined == []
     assert [c.conversation_id for c in scrubbed] == [c.conversation_id for c in conversations]
@@ -459,6 +478,124 @@ def test_spans_outside_the_text_quarantine_the_conversation():
     assert [(q.conversation_id, q.detail) for q in quarantined] == [("a", "ValueError")]
 
 
+# --- worker processes --------------------------------------------------------------------
+
+
+class ProcessMarkingScrubber:
+    """Marks each text's first word with the process that analysed it (`<P<pid>_1>`), and
+    raises on `poison`; in the process that built it, each call first sleeps, so a worker
+    process gets batches even on a loaded machine. Module-level: it is pickled to workers."""
+
+    identifier = "process-marking"
+
+    def __init__(self, poison: str = "", die_in_worker: str = "", main_delay: float = 0.0):
+        self.poison = poison
+        self.die_in_worker = die_in_worker
+        self.main_delay = main_delay
+        self.main_pid = os.getpid()
+
+    def analyze(self, texts: Sequence[str]) -> list[list[Span]]:
+        in_main = os.getpid() == self.main_pid
+        if in_main:
+            time.sleep(self.main_delay)
+        if self.die_in_worker in texts and not in_main:
+            os._exit(3)  # the worker process dies mid-batch
+        if self.poison in texts or self.die_in_worker in texts:
+            raise RuntimeError("cannot analyse")
+        return [[Span(f"P{os.getpid()}", 0, len(t.split()[0]), 0.9)] if t else [] for t in texts]
+
+    def scrub(self, texts: Sequence[str]) -> list[tuple[str, list[Span]]]:
+        return apply_placeholders(texts, self.analyze(texts))
+
+
+def _many(n: int, poison_at: int = -1, poison: str = "") -> list[Conversation]:
+    return [
+        conversation(
+            ("user", poison if i == poison_at else f"text{i} here"),
+            ("assistant", f"re {i}"),
+            cid=f"c{i}",
+            user=f"u{i % 3}",
+        )  # fmt: skip
+        for i in range(n)
+    ]
+
+
+def _without_process_marks(scrubbed) -> list[tuple[str, list[str]]]:
+    return [
+        (c.conversation_id, [re.sub(r"<P\d+_(\d+)>", r"<P_\1>", m.content) for m in c.messages])
+        for c in scrubbed
+    ]
+
+
+def test_workers_give_the_same_output_in_input_order():
+    conversations = _many(24, poison_at=5, poison="poisoned text")
+    fake = ProcessMarkingScrubber(poison="poisoned text", main_delay=0.3)
+    alone = scrub_conversations(conversations, fake, KEY, conversations_per_batch=2)
+    shared = scrub_conversations(conversations, fake, KEY, conversations_per_batch=2, workers=2)
+    assert _without_process_marks(shared[0]) == _without_process_marks(alone[0])
+    assert [c.conversation_id for c in shared[0]] == [f"c{i}" for i in range(24) if i != 5]
+    assert [(q.conversation_id, q.reason) for q in shared[1]] == [("c5", "scrub_failed")]
+    assert shared[1] == alone[1]
+    pids = {re.search(r"<P(\d+)_1>", c.messages[0].content)[1] for c in shared[0]}
+    assert str(os.getpid()) in pids and len(pids) == 2  # a worker process took batches
+
+
+def test_a_poisoned_conversation_in_a_worker_is_quarantined_alone():
+    conversations = _many(24, poison_at=23, poison="poisoned text")  # the pool starts at the end
+    fake = ProcessMarkingScrubber(poison="poisoned text", main_delay=0.3)
+    scrubbed, quarantined = scrub_conversations(
+        conversations, fake, KEY, conversations_per_batch=2, workers=2
+    )
+    assert [q.conversation_id for q in quarantined] == ["c23"]
+    assert len(scrubbed) == 23
+    assert "poisoned" not in " ".join(m.content for c in scrubbed for m in c.messages)
+
+
+def test_a_dying_worker_never_lets_its_batch_through():
+    conversations = _many(12, poison_at=11, poison="kills the worker")
+    fake = ProcessMarkingScrubber(die_in_worker="kills the worker")
+    scrubbed, quarantined = scrub_conversations(
+        conversations, fake, KEY, conversations_per_batch=2, workers=2
+    )
+    # the batch is scrubbed in this process instead: c10 scrubbed, c11 quarantined
+    assert [q.conversation_id for q in quarantined] == ["c11"]
+    assert [c.conversation_id for c in scrubbed] == [f"c{i}" for i in range(11)]
+    assert all(re.match(r"<P\d+_1>", c.messages[0].content) for c in scrubbed)
+
+
+def test_short_inputs_and_bad_worker_counts():
+    fake = ProcessMarkingScrubber()
+    scrubbed, _ = scrub_conversations(_many(3), fake, KEY, workers=2)  # one batch: no pool
+    assert {c.messages[0].content.split()[0] for c in scrubbed} == {f"<P{os.getpid()}_1>"}
+    with pytest.raises(ValueError, match="workers"):
+        scrub_conversations(_many(1), fake, KEY, workers=0)
+
+
+@pytest.mark.parametrize(
+    ("workers", "cpus", "expected"), [(None, 1, 1), (None, 2, 2), (None, 8, 2), (3, 1, 3)]
+)
+def test_scrub_workers(monkeypatch, workers, cpus, expected):
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    assert scrub_workers(ScrubConfig(workers=workers)) == expected
+
+
+def test_presidio_scrubber_is_rebuilt_from_its_config_when_pickled(scrubber):
+    config = ScrubConfig(allow_list=["Claude"], score_threshold=0.4)
+    original = PresidioScrubber(config)
+    copy = pickle.loads(pickle.dumps(original))
+    assert copy.identifier == original.identifier != scrubber.identifier
+    texts = ["Ask Claude or Mary Jones."]
+    assert copy.scrub(texts) == original.scrub(texts)
+
+
+@pytest.mark.slow
+def test_real_scrubber_in_two_processes_matches_one(scrubber):
+    conversations = _sample_conversations(40)
+    alone = scrub_conversations(conversations, scrubber, KEY, conversations_per_batch=5)
+    shared = scrub_conversations(conversations, scrubber, KEY, conversations_per_batch=5, workers=2)
+    assert shared == alone
+
+
 # --- offline -----------------------------------------------------------------------------
 
 
@@ -506,6 +643,16 @@ def test_no_network_access_while_building_and_scrubbing(monkeypatch):
             ["I am <PERSON_1>, <PERSON_2>", "Bob and <PERSON_2> and Annabelle"],
         ),
         (["nothing"], [[]], ["nothing"]),
+        (  # a full name's parts are replaced where they stand alone; ordinary words are not
+            ["directed by Maciej Borkowski, starring Borkowski and Young", "Maciej Young"],
+            [[Span("PERSON", 12, 28, 0.9)], []],
+            ["directed by <PERSON_1>, starring <PERSON_2> and Young", "<PERSON_3> Young"],
+        ),
+        (  # a part found as another type still gets the person's span beside it
+            ["Wacława Adamska and Adamska"],
+            [[Span("PERSON", 0, 15, 0.9), Span("LOCATION", 20, 27, 0.5)]],
+            ["<PERSON_1> and <PERSON_2>"],
+        ),
     ],
 )
 def test_propagate_values(texts, spans, expected):

@@ -86,3 +86,77 @@ def test_cluster_members_replace_per_run_and_facet(tmp_path):
             "SELECT level, cluster_id, conversation_id FROM cluster_members ORDER BY ALL"
         )
         assert rows == [(0, "request-L0-000", "a"), (0, "request-L0-000", "b")]
+
+
+# -- shards, builds and incremental additions ------------------------------------
+
+
+def test_a_shard_merges_once_and_is_deleted(tmp_path):
+    from clio.store import LayeredCache
+
+    main_path, shard_path = tmp_path / "p.duckdb", tmp_path / "shard-0.duckdb"
+    with PrivateStore(main_path) as main:
+        main.put_conversations([_conv("a", "old")], "run-1")
+        main.put_llm_response("k-main", "b", "m", {"x": 1}, 1, 1)
+    with (
+        PrivateStore(main_path, read_only=True) as main,
+        PrivateStore(shard_path) as shard,
+    ):
+        cache = LayeredCache(shard, main)
+        assert cache.get_llm_response("k-main") == ({"x": 1}, 1, 1)  # read from the main store
+        cache.put_llm_response("k-new", "b", "m", {"y": 2}, 3, 4)
+        cache.put_embeddings("st", {"t1": np.ones(2, np.float32)})
+        assert set(cache.get_embeddings("st", ["t1", "t2"])) == {"t1"}
+        assert main.get_llm_response("k-new") is None  # writes go to the shard only
+        shard.put_conversations([_conv("a", "new"), _conv("b")], "run-2")
+        shard.put_facets([FacetValue("b", "request", "x")])
+    copy = tmp_path / "copy.duckdb"
+    copy.write_bytes(shard_path.read_bytes())
+    with PrivateStore(main_path) as main:
+        main.merge_shard(shard_path)
+        main.merge_shard(copy)  # the same rows again change nothing
+        assert not shard_path.exists() and not copy.exists()
+        assert main.get_conversations() == [_conv("a", "new"), _conv("b")]
+        first_runs = main.execute("SELECT first_run_id FROM conversations ORDER BY ALL")
+        assert first_runs == [("run-1",), ("run-2",)]
+        assert main.get_facets(["b"]) == [FacetValue("b", "request", "x")]
+        assert main.get_llm_response("k-new") == ({"y": 2}, 3, 4)
+        assert list(main.get_embeddings("st", ["t1"])) == ["t1"]
+
+
+def _nodes() -> list:
+    from clio.store import BuildNode
+
+    return [
+        BuildNode("request", 1, "r-1-0", None, "Top", "d", ["a"], 0.0, 0.0, None),
+        BuildNode("request", 0, "r-0-0", "r-1-0", "Base", "d", ["b"], 0.5, -0.5, np.ones(3)),
+    ]
+
+
+def test_builds_and_incremental_additions(tmp_path):
+    with PrivateStore(tmp_path / "p.duckdb") as store:
+        store.put_conversations([_conv("a"), _conv("b"), _conv("c")], "build-1")
+        assert store.current_build() is None
+        store.put_assignments("build-1", "request", [("a#0", "a", "r-0-0")])
+        store.put_build("build-1", "shape", _nodes(), ["a", "b"])
+        assert store.current_build() == ("build-1", "shape")
+        nodes = store.build_nodes("build-1")
+        assert [n.cluster_id for n in nodes] == ["r-0-0", "r-1-0"]
+        assert nodes[0].centroid.tolist() == [1.0, 1.0, 1.0] and nodes[1].centroid is None
+        assert nodes[0].keywords == ["b"] and nodes[0].parent_id == "r-1-0"
+
+        store.add_to_build("build-1", "inc-1", ["c"], [("request", "c#0", "c", "r-0-0")], [])
+        store.add_to_build("build-1", "inc-1", ["c"], [("request", "c#0", "c", "r-0-0")], [])
+        assert store.base_members("build-1", "request") == {"r-0-0": {"a", "c"}}
+        assert store.execute("SELECT count(*) FROM assignments WHERE run_id = 'inc-1'") == [(1,)]
+        store.add_to_build("build-1", "inc-2", ["d"], [], [("request", "d#0", "d", 0.9)])
+        assert store.build_conversation_ids("build-1") == ["a", "b", "c", "d"]
+        assert store.unassigned_counts("build-1") == (1, 1)
+        assert store.conversation_ids_by_hash(["ha", "hc", "hzz"]) == {"ha": "a", "hc": "c"}
+        assert store.user_pseudonyms(["a", "zz"]) == {"a": "u_a"}
+
+        # Recording the build again forgets what incremental runs added to it.
+        store.put_build("build-1", "shape", _nodes(), ["a", "b"])
+        assert store.build_conversation_ids("build-1") == ["a", "b"]
+        assert store.unassigned_counts("build-1") == (0, 0)
+        assert store.base_members("build-1", "request") == {"r-0-0": {"a"}}

@@ -2,11 +2,13 @@
 
 A gold span is found when one detected span of a compatible type overlaps it by at least
 half of the gold span's length; a detected span is correct when it finds some gold span
-that way. Compatibility and the dataset's own type names come from
-`clio.evaluation.pii_datasets`. `overall` sums the dataset types the scrubber is meant to
-replace (the primary counterpart of the type is replaced under the scrub config); the
-others (for example DATE_TIME, which clio leaves in place by default, or TITLE, which no
-recognizer covers) are still reported per type, with `in_scope: false`.
+that way. Detections are scored as the scrubber replaces them: a value found once is also
+found where it recurs in the text, and overlapping detections are merged. Compatibility
+and the dataset's own type names come from `clio.evaluation.pii_datasets`. `overall`
+sums the dataset types the scrubber is meant to replace (the primary counterpart of the
+type is replaced under the scrub config); the others (for example DATE_TIME, which clio
+leaves in place by default, or TITLE, which no recognizer covers) are still reported per
+type, with `in_scope: false`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 from clio.config import ScrubConfig, load_config
 from clio.evaluation.pii_datasets import NAMES, PiiDataset, load_dataset
 from clio.progress import Progress
-from clio.scrub import resolve_overlaps
+from clio.scrub import propagate_values, resolve_overlaps
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
@@ -153,8 +155,13 @@ def evaluate(
     with Progress(f"eval pii {dataset.name}", total=len(examples), unit="text") as bar:
         for offset in range(0, len(examples), TEXTS_PER_BATCH):
             batch = examples[offset : offset + TEXTS_PER_BATCH]
-            # Scored as replaced: overlapping detections become one region.
-            spans = map(resolve_overlaps, scrubber.analyze([e.text for e in batch]))
+            texts = [e.text for e in batch]
+            # Scored as replaced: values recur where found once, overlapping detections
+            # become one region (each text is scored as a conversation of its own).
+            spans = [
+                resolve_overlaps(propagate_values([text], [found])[0])
+                for text, found in zip(texts, scrubber.analyze(texts), strict=True)
+            ]
             for example, found in zip(batch, spans, strict=True):
                 counts = count_spans(
                     [(g.entity_type, g.start, g.end) for g in example.spans],
