@@ -28,12 +28,12 @@ from clio.embed import SentenceTransformerEmbedder  # noqa: E402
 from clio.evaluation.cluster_datasets import NAMES, load_dataset  # noqa: E402
 from clio.evaluation.clusters import (  # noqa: E402
     ALL_METHODS,
-    default_data_dir,
     embed_cached,
     eval_config,
     evaluate,
     format_table,
 )
+from clio.evaluation.data_dir import default_data_dir  # noqa: E402
 
 DEFAULT_METHODS = "clio,clio_kmeans,kmeans,bertopic"
 

@@ -491,16 +491,7 @@ def gate_and_release(
 
 
 def _usage_dict(llm: Any) -> dict[str, int]:
-    if llm is None:
-        return {"calls": 0, "cached_calls": 0, "input_tokens": 0, "output_tokens": 0, "failures": 0}
-    u = llm.usage
-    return {
-        "calls": u.calls,
-        "cached_calls": u.cached_calls,
-        "input_tokens": u.input_tokens,
-        "output_tokens": u.output_tokens,
-        "failures": u.failures,
-    }
+    return (llm.usage if llm is not None else Usage()).as_dict()
 
 
 def _add_usage(total: dict[str, int], more: dict[str, int]) -> None:

@@ -1,4 +1,4 @@
-"""Run `clio run` as a real subprocess, the way a scheduled job or an analyst does."""
+"""Run `clio` commands as real subprocesses, the way a scheduled job or an analyst does."""
 
 from __future__ import annotations
 
@@ -7,6 +7,23 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+
+def clio_subprocess(
+    *args: str, cwd: Path, hmac_key: str = "test-key-not-secret"
+) -> subprocess.CompletedProcess[str]:
+    """Any `clio` command in a subprocess with a clean Prefect environment; the caller
+    checks the exit code."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["CLIO_HMAC_KEY"] = hmac_key
+    return subprocess.run(
+        [sys.executable, "-m", "clio.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
 
 
 def run_clio(
@@ -18,18 +35,8 @@ def run_clio(
     hmac_key: str = "test-key-not-secret",
     extra_args: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """`clio run` with a clean Prefect environment; fails the test with stderr on error."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["CLIO_HMAC_KEY"] = hmac_key
+    """`clio run` in a subprocess; fails the test with stderr on error."""
     args = ["run", "--config", str(config), "--input", str(inputs), "--output-dir", str(out)]
-    args += list(extra_args)
-    done = subprocess.run(
-        [sys.executable, "-m", "clio.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
+    done = clio_subprocess(*args, *extra_args, cwd=cwd, hmac_key=hmac_key)
     assert done.returncode == 0, done.stderr[-4000:]
     return done

@@ -14,6 +14,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from tests.cli_run import clio_subprocess
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 N_SAMPLE = 60
@@ -74,19 +76,6 @@ def _write_sample(path: Path, n: int) -> None:
             )
 
 
-def _run_clio(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["CLIO_HMAC_KEY"] = "test-key-not-secret"
-    return subprocess.run(
-        [sys.executable, "-m", "clio.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-    )
-
-
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
@@ -110,7 +99,7 @@ def two_runs(tmp_path_factory):
         "--output-dir",
         str(out),
     )
-    first = _run_clio(*args, cwd=work)
+    first = clio_subprocess(*args, cwd=work)
     assert first.returncode == 0, first.stderr[-4000:]
     with duckdb.connect(str(out / "insights.duckdb"), read_only=True) as con:
         snapshot = {
@@ -118,7 +107,7 @@ def two_runs(tmp_path_factory):
             for t in ("clusters", "facet_breakdowns")
         }
     manifest_1 = json.loads((out / "manifest.json").read_text())
-    second = _run_clio(*args, cwd=work)
+    second = clio_subprocess(*args, cwd=work)
     assert second.returncode == 0, second.stderr[-4000:]
     manifest_2 = json.loads((out / "manifest.json").read_text())
     return {
@@ -206,7 +195,7 @@ def test_released_store_holds_no_conversation_or_user_ids(two_runs):
 
 
 def test_report_command_prints_the_last_run(two_runs):
-    report = _run_clio("report", "--output-dir", str(two_runs["out"]), cwd=two_runs["out"])
+    report = clio_subprocess("report", "--output-dir", str(two_runs["out"]), cwd=two_runs["out"])
     assert report.returncode == 0
     assert two_runs["manifest_2"]["run_id"] in report.stdout
     assert "clusters" in report.stdout
@@ -214,12 +203,16 @@ def test_report_command_prints_the_last_run(two_runs):
 
 def test_sql_command_reads_and_refuses_writes(two_runs):
     db = str(two_runs["out"] / "insights.duckdb")
-    ok = _run_clio("sql", "SELECT count(*) AS n FROM runs", "--db", db, "--format", "csv", cwd=ROOT)
+    ok = clio_subprocess(
+        "sql", "SELECT count(*) AS n FROM runs", "--db", db, "--format", "csv", cwd=ROOT
+    )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.split() == ["n", "1"]
-    refused = _run_clio("sql", "DELETE FROM runs", "--db", db, cwd=ROOT)
+    refused = clio_subprocess("sql", "DELETE FROM runs", "--db", db, cwd=ROOT)
     assert refused.returncode != 0
-    again = _run_clio("sql", "SELECT count(*) FROM runs", "--db", db, "--format", "csv", cwd=ROOT)
+    again = clio_subprocess(
+        "sql", "SELECT count(*) FROM runs", "--db", db, "--format", "csv", cwd=ROOT
+    )
     assert again.stdout.split()[-1] == "1"
 
 
@@ -318,7 +311,7 @@ def test_a_killed_run_resumes_from_its_caches(two_runs, tmp_path):
     process.wait()
     assert not (out / "insights.duckdb").exists()  # nothing half-released
 
-    resumed = _run_clio(*args[3:], cwd=work)
+    resumed = clio_subprocess(*args[3:], cwd=work)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     manifest = json.loads((out / "manifest.json").read_text())
     first = two_runs["manifest_1"]["llm"]

@@ -23,7 +23,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 import warnings
@@ -37,6 +36,7 @@ from clio.cluster import centroids_of, cluster_vectors
 from clio.config import PrivacyConfig, RunConfig, load_config
 from clio.embed import Embedder, SentenceTransformerEmbedder, embed_texts, normalise_rows
 from clio.evaluation.cluster_datasets import NAMES, LabelledTexts, load_dataset
+from clio.evaluation.data_dir import add_data_dir_argument, default_data_dir
 from clio.evaluation.metrics import score_clustering
 
 if TYPE_CHECKING:
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("clio.evaluation.clusters")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 METHODS = ("clio", "kmeans", "bertopic")
 CLIO_VARIANTS = {"clio_kmeans": "kmeans", "clio_hdbscan": "hdbscan"}  # forced cluster.method
 ALL_METHODS = (*METHODS, *CLIO_VARIANTS)
@@ -331,10 +329,6 @@ def _hierarchy_lines(key: str, hierarchy: dict[str, Any]) -> list[str]:
 # -- command line --------------------------------------------------------------------------
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get("CLIO_SHARED_DATA", DEFAULT_DATA_DIR))
-
-
 def eval_config(base: RunConfig, seed: int | None) -> RunConfig:
     """The run config as evaluated: the given seed, and keywords that need two items."""
     cluster = base.cluster if seed is None else base.cluster.model_copy(update={"seed": seed})
@@ -345,12 +339,7 @@ def eval_config(base: RunConfig, seed: int | None) -> RunConfig:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, choices=NAMES, help="labelled dataset")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="folder holding the datasets (default $CLIO_SHARED_DATA or ../shared/data)",
-    )
+    add_data_dir_argument(parser)
     parser.add_argument(
         "--methods",
         default=",".join(METHODS),

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -24,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from clio.config import ScrubConfig, load_config
+from clio.evaluation.data_dir import add_data_dir_argument, default_data_dir
 from clio.evaluation.pii_datasets import NAMES, PiiDataset, load_dataset
 from clio.progress import Progress
 from clio.scrub import propagate_values, resolve_overlaps
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 TEXTS_PER_BATCH = 256
 MIN_GOLD_OVERLAP = 0.5
 
@@ -207,10 +205,6 @@ def format_table(result: dict[str, Any]) -> str:
 # -- command line -------------------------------------------------------------------------
 
 
-def _default_data_dir() -> Path:
-    return Path(os.environ.get("CLIO_SHARED_DATA", DEFAULT_DATA_DIR))
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dataset",
@@ -226,12 +220,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="wnut17/echr_*: train, dev or test (default test); presidio_synth: all "
         "(default), first_half or second_half",
     )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="folder holding the datasets (default $CLIO_SHARED_DATA or ../shared/data)",
-    )
+    add_data_dir_argument(parser)
     parser.add_argument(
         "--output-dir", type=Path, default=Path("outputs"), help="where the table is written"
     )
@@ -259,7 +248,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         print("--limit must be a positive number", file=sys.stderr)
         return 2
-    data_dir = args.data_dir or _default_data_dir()
+    data_dir = args.data_dir or default_data_dir()
     try:
         split = args.split
         named_split = split if args.dataset in ("wnut17", "echr_fr", "echr_es") else None
