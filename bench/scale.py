@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import scale_data  # noqa: E402
 
 from clio.config import RunConfig, ScrubConfig  # noqa: E402
+from clio.evaluation.data_dir import add_data_dir_argument  # noqa: E402
 from clio.records import Cluster, FacetValue, ScrubbedConversation  # noqa: E402
 
 STAGES = ("ingest", "scrub", "facets", "store", "embed", "cluster", "hierarchy", "gate", "release")
@@ -198,7 +199,7 @@ def _patched(module: Any, name: str, wrapper: Callable[[Any], Any]) -> Iterator[
 DEFAULT_INPUT_DIR = ROOT / "outputs" / "bench" / "data"
 
 
-def input_file(n: int, seed: int, data_dir: Path, input_dir: Path) -> tuple[Path, float]:
+def input_file(n: int, seed: int, data_dir: Path | None, input_dir: Path) -> tuple[Path, float]:
     """The generated input for (n, seed), written once and reused; seconds spent writing."""
     path = input_dir / f"scale-{n}-s{seed}.jsonl"
     if path.is_file():
@@ -404,7 +405,7 @@ def run(
     scrub_workers: int = 2,
     llm_sample: int = 4,
     work_dir: Path | None = None,
-    data_dir: Path = scale_data.DEFAULT_DATA_DIR,
+    data_dir: Path | None = None,
     input_dir: Path = DEFAULT_INPUT_DIR,
 ) -> dict[str, Any]:
     from clio.embed import SentenceTransformerEmbedder, embed_texts
@@ -728,7 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         "--llm-sample", type=int, default=4, help="conversations timed with the LLM (0: none)"
     )
     parser.add_argument("--work-dir", type=Path, help="keep the stores here (default: a temp dir)")
-    parser.add_argument("--data-dir", type=Path, default=scale_data.DEFAULT_DATA_DIR)
+    add_data_dir_argument(parser)
     parser.add_argument(
         "--input-dir", type=Path, default=DEFAULT_INPUT_DIR, help="where generated inputs are kept"
     )

@@ -34,8 +34,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from clio.evaluation.data_dir import add_data_dir_argument, default_data_dir  # noqa: E402
+
 SAMPLE = ROOT / "clio" / "samples" / "hh_rlhf_harmless_base_test.jsonl.gz"
-DEFAULT_DATA_DIR = ROOT.parent / "shared" / "data"
 REQUEST_KEY_CHARS = 160  # the request stand-in's cut: first user turns differ within it
 
 # Share of conversations by language group; the rest is English.
@@ -263,11 +266,11 @@ class _Builder:
         raise RuntimeError("could not make a new first user turn in 1000 attempts")
 
 
-def generate(n: int, seed: int = 0, data_dir: Path = DEFAULT_DATA_DIR) -> Iterator[dict]:
+def generate(n: int, seed: int = 0, data_dir: Path | None = None) -> Iterator[dict]:
     """`n` conversations as records in the OpenAI-style `messages` shape clio ingests."""
     if n < 0:
         raise ValueError(f"n must be zero or more, not {n}")
-    pools = load_pools(data_dir)
+    pools = load_pools(data_dir or default_data_dir())
     rng = np.random.default_rng(seed)
     builder = _Builder(pools, rng)
     counts = conversations_per_user(n, rng)
@@ -295,7 +298,7 @@ def generate(n: int, seed: int = 0, data_dir: Path = DEFAULT_DATA_DIR) -> Iterat
         }
 
 
-def write_jsonl(path: Path, n: int, seed: int = 0, data_dir: Path = DEFAULT_DATA_DIR) -> Path:
+def write_jsonl(path: Path, n: int, seed: int = 0, data_dir: Path | None = None) -> Path:
     """Write the conversations to `path` (JSON Lines) atomically; returns `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + ".tmp")
@@ -311,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, required=True, help="conversations to write")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="default: outputs/bench/data/scale-N-sSEED.jsonl")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    add_data_dir_argument(parser)
     args = parser.parse_args(argv)
     out = args.out or ROOT / "outputs" / "bench" / "data" / f"scale-{args.n}-s{args.seed}.jsonl"
     write_jsonl(out, args.n, args.seed, args.data_dir)
