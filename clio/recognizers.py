@@ -51,7 +51,7 @@ from presidio_analyzer.predefined_recognizers import (
 )
 from spacy.lang.en.stop_words import STOP_WORDS
 
-RECOGNIZERS_VERSION = "4"
+RECOGNIZERS_VERSION = "5"
 
 # Case-sensitive by default (Presidio's default adds IGNORECASE); patterns opt into
 # case-insensitivity locally with `(?i:...)` where it is wanted.
@@ -327,14 +327,13 @@ def street_address_recognizer(language: str = "en") -> PatternRecognizer:
     hungarian = (
         rf"(?:\b{_HOUSE}[ \t]+)?(?:{_CAP_WORD}[ \t]+){{1,3}}(?:u\.|út|tér|körút)[ \t]+\d{{1,4}}\.?"
     )
+    # Military mail in any case: "Unit 1009 Box 0219 DPO AP 51065", "uscgc x\nfpo ae 44941".
+    military = r"(?i:apo|fpo|dpo)[ \t]+(?i:aa|ae|ap)[ \t]+\d{5}"
     po_box = (
-        r"\b(?:(?i:p\.?\s?o\.?\s?box)|PSC[ \t]+\d{3,5},[ \t]+Box|Unit[ \t]+\d{3,5}[ \t]+Box)"
-        r"[ \t]+\d{1,6}(?:\s+(?:APO|FPO|DPO)[ \t]+(?:AA|AE|AP)[ \t]+\d{5})?"
+        r"(?:\b\d{1,6}[ \t]+)?\b(?:(?i:p\.?\s?o\.?\s?box)|(?i:psc)[ \t]+\d{3,5},[ \t]+(?i:box)|"
+        rf"(?i:unit)[ \t]+\d{{3,5}}[ \t]+(?i:box))[ \t]+\d{{1,6}}(?:\s+{military})?"
     )
-    ship = (
-        r"\b(?:USNS|USNV|USS|USCGC)[ \t]+\p{Lu}[^\W\d_]+\s+(?:FPO|APO|DPO)[ \t]+"
-        r"(?:AA|AE|AP)[ \t]+\d{5}"
-    )
+    ship = rf"\b(?i:usns|usnv|uss|uscgc)[ \t]+[^\W\d_]+\s+{military}"
     return _pattern_recognizer(
         "STREET_ADDRESS",
         "StreetAddressRecognizer",
@@ -356,16 +355,20 @@ def street_address_recognizer(language: str = "en") -> PatternRecognizer:
 
 def is_english_word(word: str) -> bool:
     """An ordinary English word, plurals included (the lemma list has "movie", not "movies")."""
+    return _in_word_list(word, common_words())
+
+
+def _in_word_list(word: str, words: frozenset[str]) -> bool:
+    """Whether the word or its singular is in `words`."""
     folded = _folded(word)
-    common = common_words()
-    if folded in common:
+    if folded in words:
         return True
     stems = [folded[:-1]] if folded.endswith("s") else []
     if folded.endswith("es"):
         stems.append(folded[:-2])
     if folded.endswith("ies"):
         stems.append(folded[:-3] + "y")
-    return any(stem in common for stem in stems)
+    return any(stem in words for stem in stems)
 
 
 class NumberedStreetRecognizer(PatternRecognizer):
@@ -798,14 +801,15 @@ def _listed_names(
             and _shouting_before(text, words, index)
         )
         known = (capitalised or shouted) and folded in names
+        titled = capitalised and _TITLES.search(before) is not None
         first = index
-        if (capitalised and _TITLES.search(before)) or known:
+        if titled or known:
             first = _extend_back(text, words, index, common, free) if known else index
             last = _extend_name(text, words, index, common)
-            # A given name followed by a surname, or one that is no place name, is
+            # A title, or a given name followed by a surname or that is no place name, is
             # stronger evidence than the NER model's guess of a place for the same words.
-            strong = known and (last > index or not _is_place(folded))
-            score = 0.9 if strong else 0.6
+            strong = titled or (last > index or not _is_place(folded))
+            score = STRONG_NAME_SCORE if strong else 0.6
         elif (
             _NAME_CONTEXT.search(before)
             and folded not in STOP_WORDS
@@ -813,7 +817,7 @@ def _listed_names(
             and (capitalised or folded in names or folded not in common)
         ):
             last = _extend_name(text, words, index, common, lower_ok=not capitalised)
-            score = 0.6
+            score = STRONG_NAME_SCORE  # "last name? Arcuri": a name, whatever NER guessed
         elif (
             capitalised and folded in surnames and (english or _after_lowercase(text, words, index))
         ):
@@ -824,9 +828,15 @@ def _listed_names(
         elif english and word.islower() and folded in lower_names:
             last = _extend_name(text, words, index, common, lower_ok=True)
             score = 0.5
+        elif english and word.islower() and _lowercase_name_with_initial(text, words, index):
+            last = index + 2
+            score = 0.5
         elif english and _name_shaped_pair(text, words, index):
             last = _extend_name(text, words, index, common)
             score = 0.6
+        elif english and _addressed_or_speaker(text, words, index):
+            last = index
+            score = STRONG_NAME_SCORE
         else:
             index += 1
             continue
@@ -849,6 +859,7 @@ def _shouting_before(text: str, words: list[regex.Match], index: int) -> bool:
 
 # Above the NER model's 0.85: a word listed with names is a name, whatever the model guessed.
 COORDINATED_SCORE = 0.9
+STRONG_NAME_SCORE = 0.9
 
 
 def _unknown_capitalised(word: str) -> bool:
@@ -865,12 +876,75 @@ def _unknown_capitalised(word: str) -> bool:
 
 def _name_shaped_pair(text: str, words: list[regex.Match], index: int) -> bool:
     """Two capitalised words in a row that are neither English words nor places
-    ("Wisława Szczepańska", "Bekbolat Musliyevich"): in chat, mostly a person's name."""
+    ("Wisława Szczepańska", "Bekbolat Musliyevich"), maybe with a middle initial between
+    them ("Mijail C Adomo"): in chat, mostly a person's name."""
     if index + 1 >= len(words) or text[words[index].end() : words[index + 1].start()] != " ":
         return False
+    second = index + 1
+    initial = words[second].group()
+    if len(initial) == 1 and initial.isupper() and _initial_before_name(text, words, index):
+        second += 1
     return _unknown_capitalised(words[index].group()) and _unknown_capitalised(
-        words[index + 1].group()
+        words[second].group()
     )
+
+
+# Name particles between a given name and a surname.
+_PARTICLES_TEXT = "van von der den ten ter de del della di da dos du le la bin ibn"
+_PARTICLES = frozenset(_PARTICLES_TEXT.split())
+
+
+def _particle_before_name(text: str, words: list[regex.Match], index: int) -> bool:
+    """Whether words[index] is a lower-case particle followed by a capitalised word."""
+    if index + 1 >= len(words) or words[index].group() not in _PARTICLES:
+        return False
+    gaps = (text[words[k].end() : words[k + 1].start()] for k in (index - 1, index))
+    return all(gap == " " for gap in gaps) and _capitalised(words[index + 1].group())
+
+
+def _lowercase_name_with_initial(text: str, words: list[regex.Match], index: int) -> bool:
+    """A lower-case given name, a middle initial and a surname: "benjamin a seiler",
+    "codey m ross". After "a" the surname must be no English word ("emily a call")."""
+    if index + 2 >= len(words) or _folded(words[index].group()) not in _given_name_frequencies():
+        return False
+    initial, surname = words[index + 1].group(), words[index + 2].group()
+    gaps = (text[words[k].end() : words[k + 1].start()] for k in (index, index + 1))
+    if not all(gap in (" ", ". ") for gap in gaps) or len(initial) != 1 or initial == "i":
+        return False
+    if initial == "a":
+        return (
+            surname.islower()
+            and _folded(surname) in surnames_list()
+            and not is_english_word(surname)
+        )
+    return surname.islower() and _folded(surname) in surnames_list()
+
+
+# A vocative or a speaker label at the start of a line: "Warrane, can I please ...".
+_ADDRESSING_AFTER = regex.compile(
+    r",[ \t]+(?:can|could|would|will|please|do|did|are|have|i|you|we|thank|thanks)\b"
+)
+_SPEAKER_LABEL = regex.compile(r"^[ \t>]*(\p{Lu}[^\W\d_]+):[ \t]", regex.MULTILINE)
+
+
+def _line_start(text: str, position: int) -> bool:
+    line = text[text.rfind("\n", 0, position) + 1 : position]
+    return line.strip(" \t>") == ""
+
+
+def _addressed_or_speaker(text: str, words: list[regex.Match], index: int) -> bool:
+    """An unknown capitalised word at the start of a line, addressed ("Vide, can I
+    ...") or as a speaker's label in a transcript whose other labels include a known
+    given name ("Ubul: ...\nNicole: ...")."""
+    word = words[index]
+    if not _unknown_capitalised(word.group()) or not _line_start(text, word.start()):
+        return False
+    if _ADDRESSING_AFTER.match(text, word.end()):
+        return True
+    if not text.startswith(":", word.end()):
+        return False
+    labels = {_folded(m.group(1)) for m in _SPEAKER_LABEL.finditer(text)}
+    return any(label in given_names() for label in labels)
 
 
 # Words that make the capitalised words before them a company, not a person.
@@ -993,7 +1067,10 @@ def _extend_back(
         _capitalised(word)
         and len(word) > 1
         and folded.isalpha()
-        and (folded not in common or (folded in given_names() and folded not in everyday_words()))
+        and (
+            folded not in common
+            or (folded in _given_name_frequencies() and folded not in everyday_words())
+        )
     ):
         return index - 1
     return index
@@ -1018,6 +1095,7 @@ def _extend_name(
     text: str, words: list[regex.Match], index: int, common: frozenset[str], lower_ok=False
 ) -> int:
     last = index
+    surnames = surnames_list()
     while last + 1 < len(words) and last - index < 3:
         if words[last].group()[-2:] in ("'s", "’s"):
             break
@@ -1031,12 +1109,19 @@ def _extend_name(
         if len(following) == 1 and following.isupper() and _initial_before_name(text, words, last):
             last += 1
             continue
-        if lower_ok:  # a lower-case name goes on over unknown words and initials
-            if len(following) == 2 or (following.casefold() in common and len(following) > 1):
+        if lower_ok:  # a lower-case name goes on over unknown words, surnames and initials
+            # a listed surname that is also a noun ("ross") still belongs to the name
+            word_not_name = is_english_word(following) and _folded(following) not in surnames
+            if len(following) == 2 or (len(following) > 1 and word_not_name):
                 break
+        elif _particle_before_name(text, words, last + 1):
+            last += 2  # "Anna van Dijk", "Ludwig van Beethoven"
+            continue
         elif not _capitalised(following) or following.casefold() in STOP_WORDS:
             break
         last += 1
+    if lower_ok and last > index and len(words[last].group()) == 1:
+        last -= 1  # "emily a call": an initial needs a name after it
     return last
 
 

@@ -388,10 +388,17 @@ def build_scrubber(config: ScrubConfig) -> PresidioScrubber:
 # place or postcode, a capitalised town name, a state code or a postcode.
 _ADDRESS_GAP = regex.compile(r"[ \t]*[,>\-–]?[ \t]*\n?[ \t]*[,>]?[ \t]*")
 _ADDRESS_LABEL_GAP = regex.compile(r"[ \t]*,?[ \t]*\n[ \t]*\n[ \t]*")
+# Town names may hold a lower-case joiner: "Soto del Barco", "Črni Vrh nad Idrijo".
+_TOWN_JOINER = r"(?:de|del|la|le|les|sur|nad|na|pod|am|an|im|upon)"
 _ADDRESS_TAIL = regex.compile(
     r"(?:(?i:apt\.?|apartment|suite|ste\.?|unit|flat|#)[ \t]*\d+[A-Za-z]?|"
-    r"\p{Lu}[\p{L}'’.-]*(?:[ \t]\p{Lu}[\p{L}'’.-]*){0,2}|[A-Z]{2}|\d{4,5}(?:-\d{3,4})?|"
-    r"[A-Z]{1,2}\d[A-Z\d]?[ \t]\d[A-Z]{2})\b"
+    rf"\p{{Lu}}[\p{{L}}'’.-]*(?:[ \t](?:{_TOWN_JOINER}[ \t])?\p{{Lu}}[\p{{L}}'’.-]*){{0,2}}|"
+    # A postcode, not the start of a phone number on the next line.
+    r"[A-Z]{2}|(?:\d{4,5}(?:-\d{3,4})?|\d{2}-\d{3})(?![ \t().-]*\d)|"
+    r"[A-Z]{1,2}\d[A-Z\d]?[ \t]\d[A-Z]{2}|"
+    # What table exports write for an empty field ("Wrocław\n nan\n 53-320"): the address
+    # goes on after it.
+    r"nan|NaN|None|null|N/A)\b"
 )
 MAX_ADDRESS_TAIL_PARTS = 6
 

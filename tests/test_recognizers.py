@@ -173,6 +173,13 @@ POSITIVES = [
     ("I'm Naomi, originally from PORT O' WARREN", "LOCATION", "PORT O' WARREN"),
     ("ZIP: 394 13", "POSTCODE", "394 13"),
     ("my zip code is 53-320", "POSTCODE", "53-320"),
+    # a naming phrase or a title outranks the NER model's guess of a place
+    ("What's your last name? Arcuri", "PERSON", "Arcuri"),
+    ("Mrs. Schwarz flew home", "PERSON", "Schwarz"),
+    # military mail and P.O. boxes in any case, with a house number before the box
+    ("unit 1009 box 0219\ndpo ap 51065", "STREET_ADDRESS", "unit 1009 box 0219\ndpo ap 51065"),
+    ("sent to uscgc aslakhanov\nfpo ae 44941?", "STREET_ADDRESS", "uscgc aslakhanov\nfpo ae 44941"),
+    ("Satu Elomo\n\n45818 P.O. Box 242", "STREET_ADDRESS", "45818 P.O. Box 242"),
 ]
 
 
@@ -260,6 +267,20 @@ def test_replaced_builtins_are_gone_and_extras_are_active(scrubber):
         ("shows on Marina Fort Street were", []),  # a street named after a person
         ("WAS THAT ELEKTRA", ["ELEKTRA"]),  # a name in capitals after shouted words
         ("my IBAN FR76 3000", []),  # but not an acronym that is also a name
+        ("please change it to Tristan Dennis", ["Tristan Dennis"]),  # a rare given name
+        ("Anna van Dijk wrote", ["Anna van Dijk"]),  # a particle inside the name
+        ("> Mijail C Adomo\n> Asc Partners", ["Mijail C Adomo"]),  # unknown words, initial
+        # lower case: a surname that is also a noun, a middle initial
+        ("ask sarah ross today", ["sarah ross"]),
+        ("follow up with benjamin a seiler soon", ["benjamin a seiler"]),
+        ("the codey m ross version", ["codey m ross"]),
+        ("give emily a call", ["emily"]),
+        ("tell sophia a story", []),
+        # addressed at the start of a line, or a speaker label beside a known name
+        ("Warrane, can I please speak to your boss?", ["Warrane"]),
+        ("Ubul: What a wife.\nNicole: Remember me", ["Ubul", "Nicole"]),
+        ("Kubernetes: a system\nDocker: another", []),
+        ("Hello, can you help", []),
     ],
 )
 def test_find_person_names(text, expected):

@@ -294,6 +294,21 @@ def test_a_language_without_ner_model_gets_the_patterns():
             [Span("STREET_ADDRESS", 10, 21, 0.6)],
             [Span("STREET_ADDRESS", 10, 21, 0.6)],
         ),
+        (  # a town name with a lower-case joiner, then the country and postcode
+            "009 Slovenčeva 51\n Suite 632\n Črni Vrh nad Idrijo\n Slovenia 15755",
+            [Span("STREET_ADDRESS", 0, 17, 0.55), Span("LOCATION", 51, 59, 0.85)],
+            [Span("STREET_ADDRESS", 0, 65, 0.55)],
+        ),
+        (  # an exported empty field ("nan") does not end the address
+            "3482 Via Franscini 71\n   Tujetsch\n    nan\n    7188",
+            [Span("STREET_ADDRESS", 0, 21, 0.55)],
+            [Span("STREET_ADDRESS", 0, 50, 0.55)],
+        ),
+        (  # a phone number on the next line is no postcode
+            "unit 1009 box 0219\ndpo ap 51065\n781 1704 office",
+            [Span("STREET_ADDRESS", 0, 31, 0.6), Span("PHONE_NUMBER", 32, 40, 0.6)],
+            [Span("PHONE_NUMBER", 32, 40, 0.6), Span("STREET_ADDRESS", 0, 31, 0.6)],
+        ),
         (  # without a street nothing is joined
             "Paris, France",
             [Span("LOCATION", 0, 5, 0.8), Span("LOCATION", 7, 13, 0.8)],
