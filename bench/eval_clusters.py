@@ -44,9 +44,10 @@ def summary_line(report: dict) -> str:
         if "skipped" in scores:
             parts.append(f"{method}: skipped")
         else:
+            ceiling = f" of {scores['k_from_n']}" if "k_from_n" in scores else ""
             parts.append(
                 f"{method}: ARI {scores['ari']:.3f} NMI {scores['nmi']:.3f} "
-                f"k {scores['n_clusters']}"
+                f"k {scores['n_clusters']}{ceiling}"
             )
     return f"{report['dataset']:<11} {report['wall_seconds']:>6.1f} s  " + " | ".join(parts)
 

@@ -10,6 +10,7 @@ from clio.cluster import (
     compact_labels,
     kmeans_plus_plus_seeds,
     members_by_cluster,
+    merge_unseparated,
     reassign_outliers,
     unit_rows,
 )
@@ -190,3 +191,89 @@ def test_hdbscan_path_is_deterministic_and_uses_the_configured_sizes(monkeypatch
 
 def test_kmeans_is_the_default_base_clustering():
     assert ClusterConfig().method == "kmeans"
+
+
+def test_pieces_of_one_blob_merge_back_while_k_from_n_is_the_ceiling(caplog):
+    # 3 blobs of 100 items: k from n cuts them into 15 pieces, and the pieces of one blob
+    # are not separated from each other.
+    points, truth, _ = blobs(3, 100, noise=0.06, seed=1)
+    unmerged, _ = cluster_vectors(
+        points, ClusterConfig(target_cluster_size=20, merge_unseparated=False)
+    )
+    assert int(unmerged.max()) + 1 == 15
+    assert adjusted_rand_score(truth, unmerged) < 0.5
+    with caplog.at_level("INFO", logger="clio.cluster"):
+        labels, centroids = cluster_vectors(
+            points, ClusterConfig(target_cluster_size=20, merge_ratio=1.0)
+        )
+    assert len(centroids) == 3
+    assert adjusted_rand_score(truth, labels) == 1.0
+    assert "k-means with k = 15 (from n) for 300 vectors" in caplog.text
+    assert "merging unseparated clusters left 3 of 15" in caplog.text
+    # the default asks for a margin, so it merges less, never below the true count here
+    default_labels, _ = cluster_vectors(points, ClusterConfig(target_cluster_size=20))
+    assert 3 <= int(default_labels.max()) + 1 < 15
+
+
+def test_separated_tight_clusters_are_not_merged():
+    # 40 tight blobs: their centroids are far less similar than members to their own.
+    points, truth, _ = blobs(40, 10, seed=0)
+    merged = merge_unseparated(points, truth, ratio=1.0)
+    assert int(merged.max()) + 1 == 40
+    assert adjusted_rand_score(truth, merged) == 1.0
+
+
+def _two_pairs_of_pieces() -> tuple[np.ndarray, np.ndarray]:
+    """4 clusters of 2 unit vectors ±20° around 0°, 10°, 60° and 70°: members are at cosine
+    distance 1 - cos 20° = 0.0603 from their centroid; centroids 0°/10° and 60°/70° at
+    1 - cos 10° = 0.0152, and the two pairs on average at
+    1 - (cos 60° + cos 70° + cos 50° + cos 60°) / 4 = 0.504."""
+    centres = np.radians([0.0, 10.0, 60.0, 70.0])
+    angles = np.concatenate([[c - np.radians(20), c + np.radians(20)] for c in centres])
+    vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    return vectors, np.repeat(np.arange(4), 2)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "min_k", "expected_groups"),
+    [
+        (1.0, 1, [{0, 1}, {2, 3}]),  # 0.0152 < 0.0603 merges each pair; 0.504 does not
+        (3.9, 1, [{0, 1}, {2, 3}]),  # 0.0152 < 0.0155
+        (4.1, 1, [{0}, {1}, {2}, {3}]),  # 0.0152 > 0.0147: nothing merges
+        (0.1, 1, [{0, 1, 2, 3}]),  # 0.504 < 0.603
+        (0.1, 2, [{0, 1}, {2, 3}]),  # ... but min_k keeps two
+    ],
+)
+def test_merge_unseparated_follows_the_ratio_of_member_to_centroid_distance(
+    ratio, min_k, expected_groups
+):
+    vectors, labels = _two_pairs_of_pieces()
+    merged = merge_unseparated(vectors, labels, ratio=ratio, min_k=min_k)
+    groups = [set(labels[merged == g].tolist()) for g in set(merged.tolist())]
+    assert sorted(groups, key=min) == expected_groups
+    assert set(merged.tolist()) == set(range(len(expected_groups)))  # compact labels
+
+
+def test_merge_unseparated_copes_with_zero_rows_and_a_single_cluster():
+    vectors = np.array([[0, 0], [0, 0], [1, 0], [1, 0]], dtype=np.float32)
+    assert merge_unseparated(vectors, np.array([0, 0, 1, 1])).tolist() == [0, 0, 1, 1]
+    assert merge_unseparated(vectors, np.zeros(4, dtype=np.int64)).tolist() == [0] * 4
+
+
+def test_kmeans_plus_plus_seeding_sample_is_capped_and_float64(monkeypatch):
+    import sklearn.cluster
+
+    seen = []
+    real = sklearn.cluster.kmeans_plusplus
+
+    def spy(sample, k, **kwargs):
+        seen.append((sample.shape[0], sample.dtype))
+        return real(sample, k, **kwargs)
+
+    monkeypatch.setattr(sklearn.cluster, "kmeans_plusplus", spy)
+    monkeypatch.setattr(cluster_module, "SEEDING_SAMPLE_MAX_ROWS", 50)
+    points, _, _ = blobs(10, 30, noise=0.3, seed=1)
+    kmeans_plus_plus_seeds(points, 2, seed=0)  # 20 rows per centroid: 40
+    kmeans_plus_plus_seeds(points, 10, seed=0)  # 200 rows, capped at 50
+    kmeans_plus_plus_seeds(points, 60, seed=0)  # never fewer rows than centroids
+    assert seen == [(40, np.float64), (50, np.float64), (60, np.float64)]

@@ -62,6 +62,8 @@ def test_the_obvious_answer_scores_perfectly(fixture_report):
     assert scores["v_measure"] == 1.0
     assert scores["reconstruction"] == 1.0
     assert scores["n_clusters"] == n_topics
+    assert scores["k_from_n"] == n_topics  # 200 items / 25; no topic merged away
+    assert f"(k from n {n_topics})" in harness.format_table(fixture_report)
     assert scores["unclustered"] == 0.0
     assert scores["seconds"] >= 0.0
     # plain k-means (random seeds) is given the true k but merges neighbouring topics here
@@ -135,6 +137,8 @@ def test_clio_variants_force_their_cluster_method(monkeypatch):
     )
     assert seen == ["kmeans", "hdbscan"]
     assert report["methods"]["clio_hdbscan"]["n_clusters"] == 1
+    assert report["methods"]["clio"]["k_from_n"] == N_GROUPS * TOPICS_PER_GROUP
+    assert "k_from_n" not in report["methods"]["clio_hdbscan"]  # HDBSCAN has no ceiling
 
 
 def test_unknown_methods_and_mismatched_vectors_are_refused():
@@ -280,16 +284,11 @@ def test_cli_prints_one_json_object(shared_data, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["dataset"] == "mt_bench" and report["n"] == 80
     assert set(report["methods"]) == {"clio", "kmeans"}
-    for scores in report["methods"].values():
-        assert set(scores) == {
-            "ari",
-            "nmi",
-            "v_measure",
-            "reconstruction",
-            "n_clusters",
-            "unclustered",
-            "seconds",
-        }
+    schema = {"ari", "nmi", "v_measure", "reconstruction", "n_clusters", "unclustered", "seconds"}
+    assert set(report["methods"]["kmeans"]) == schema
+    assert set(report["methods"]["clio"]) == schema | {"k_from_n"}
+    assert report["methods"]["clio"]["k_from_n"] == 3  # round(80 / 30)
+    assert report["methods"]["clio"]["n_clusters"] <= 3
     assert report["methods"]["kmeans"]["n_clusters"] == 8
     assert "hierarchy" not in report
 

@@ -2,7 +2,9 @@
 
 The texts are embedded once (cached as .npy under `outputs/eval_cache/`), and every method
 clusters the same vectors in the same run:
-- `clio`: `cluster_vectors` with the run config's `cluster` section (its own k or density);
+- `clio`: `cluster_vectors` with the run config's `cluster` section (its own k or density;
+  with k-means, `k_from_n` is the ceiling it started from and `n_clusters` what is left
+  after unseparated clusters merged);
 - `clio_kmeans`, `clio_hdbscan` (on request): the same with that `cluster.method`;
 - `kmeans`: plain faiss k-means (L2, random init, one run) with k = the true number of labels;
 - `bertopic`: BERTopic with its default UMAP (5-d, 15 neighbours, cosine) and HDBSCAN
@@ -32,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clio.cluster import centroids_of, cluster_vectors
+from clio.cluster import centroids_of, choose_k, cluster_vectors
 from clio.config import PrivacyConfig, RunConfig, load_config
 from clio.embed import Embedder, SentenceTransformerEmbedder, embed_texts, normalise_rows
 from clio.evaluation.cluster_datasets import NAMES, LabelledTexts, load_dataset
@@ -260,6 +262,9 @@ def evaluate(
                 continue
             labels, seconds = _timed(bertopic_labels, dataset.texts, vectors, seed)
         results[method] = _rounded({**score_clustering(dataset.labels, labels), "seconds": seconds})
+        if method in clio_configs and clio_configs[method].cluster.method == "kmeans":
+            # the k-means ceiling; n_clusters is what is left after unseparated ones merged
+            results[method]["k_from_n"] = choose_k(len(vectors), clio_configs[method].cluster)
         _log.info(f"eval clusters {dataset.name}: {method} done in {seconds:.1f} s")
     report: dict[str, Any] = {
         "dataset": dataset.name,
@@ -298,6 +303,7 @@ def format_table(report: dict[str, Any]) -> str:
             f"{method:<10} {scores['ari']:>6.3f} {scores['nmi']:>6.3f} "
             f"{scores['v_measure']:>6.3f} {scores['reconstruction']:>6.3f} "
             f"{scores['n_clusters']:>5} {scores['unclustered']:>7.3f} {scores['seconds']:>8.1f}"
+            + (f"  (k from n {scores['k_from_n']})" if "k_from_n" in scores else "")
         )
     for key in (k for k in report if k.startswith("hierarchy")):
         lines.extend(_hierarchy_lines(key, report[key]))
