@@ -37,7 +37,7 @@ import hashlib
 import logging
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -577,19 +577,25 @@ def _partitioned(
     task_fn: Any,
     ids: Sequence[Any],
     size: int,
-    shard_name: Callable[[int], Path],
-    private: Path,
+    paths: RunPaths,
+    shard_prefix: str,
     **kwargs: Any,
 ) -> list[Any]:
     """Run `task_fn` over slices of `ids` (as `conversation_ids`, or `indices` for scrub),
-    each writing its own shard, and merge the shards into the private store."""
+    each writing its own shard `<shard_prefix>-NNNN.duckdb`, and merge the shards into the
+    private store."""
     key = "indices" if task_fn is scrub_partition else "conversation_ids"
     calls = [
-        {**kwargs, key: part, "private_path": str(private), "shard_path": str(shard_name(n))}
+        {
+            **kwargs,
+            key: part,
+            "private_path": str(paths.private),
+            "shard_path": str(paths.shards / f"{shard_prefix}-{n:04d}.duckdb"),
+        }
         for n, part in enumerate(_slices(ids, size))
     ]
     results = _in_partitions(task_fn, calls)
-    _merge_shards(private, [Path(c["shard_path"]) for c in calls])
+    _merge_shards(paths.private, [Path(c["shard_path"]) for c in calls])
     return results
 
 
@@ -690,8 +696,8 @@ def run_pipeline(
             scrub_partition,
             to_scrub,
             scrub_size,
-            lambda n: paths.shards / f"scrub-{run_id}-{n:04d}.duckdb",
-            paths.private,
+            paths,
+            f"scrub-{run_id}",
             config=config,
             input_paths=input_paths,
             limit=limit,
@@ -720,8 +726,8 @@ def run_pipeline(
             facet_partition,
             new_ids,
             size,
-            lambda n: paths.shards / f"facets-{run_id}-{n:04d}.duckdb",
-            paths.private,
+            paths,
+            f"facets-{run_id}",
             config=config,
         )
         partitions["facets"] = len(facet_parts)
@@ -739,8 +745,8 @@ def run_pipeline(
                     embed_partition,
                     new_ids,
                     size,
-                    lambda n: paths.shards / f"embed-{run_id}-{n:04d}.duckdb",
-                    paths.private,
+                    paths,
+                    f"embed-{run_id}",
                     config=config,
                 )
             )
