@@ -35,7 +35,7 @@ from clio.cluster import (
 from clio.config import HierarchyConfig, RunConfig
 from clio.describe import describe_clusters, parent_prompt, summarise_with_fallback
 from clio.hierarchy_llm import build_parent_level
-from clio.keywords import cluster_keywords
+from clio.keywords import TermCounts, count_terms, keywords_of
 from clio.llm.base import Prompt
 from clio.mapping import map_positions
 from clio.records import Cluster
@@ -190,7 +190,8 @@ def build_facet_tree(
     n_keywords, min_users = config.describe.n_keywords, config.privacy.min_users
 
     labels, centroids = cluster_vectors(vectors, config.cluster)
-    keywords = cluster_keywords(texts, labels, users, n_keywords=n_keywords, min_users=min_users)
+    terms = count_terms(texts, users)  # counted once, scored for every level's labels
+    keywords = keywords_of(terms, labels, n_keywords=n_keywords, min_users=min_users)
     summaries = describe_clusters(
         facet,
         texts,
@@ -206,9 +207,9 @@ def build_facet_tree(
 
     if uses_llm_procedure(llm, config):
         assert llm is not None
-        _add_llm_levels(facet, levels, texts, users, vectors, llm, config)
+        _add_llm_levels(facet, levels, terms, vectors, llm, config)
     else:
-        _add_centroid_levels(facet, levels, texts, users, vectors, llm, config)
+        _add_centroid_levels(facet, levels, terms, vectors, llm, config)
 
     clusters = _to_clusters(facet, levels, item_conversation_ids, config.cluster.seed)
     _log.info(
@@ -238,8 +239,7 @@ def next_level_size(n_children: int, settings: HierarchyConfig) -> int:
 def _add_llm_levels(
     facet: str,
     levels: list[_Level],
-    texts: Sequence[str],
-    users: Sequence[str],
+    terms: TermCounts,
     vectors: np.ndarray,
     llm: StructuredLLM,
     config: RunConfig,
@@ -274,8 +274,8 @@ def _add_llm_levels(
             _Level(
                 item_labels=item_labels,
                 centroids=centroids_of(vectors, item_labels, n_parents),
-                keywords=cluster_keywords(
-                    texts, item_labels, users, n_keywords=n_keywords, min_users=min_users
+                keywords=keywords_of(
+                    terms, item_labels, n_keywords=n_keywords, min_users=min_users
                 ),
                 summaries=built.summaries,
                 child_to_node=built.child_to_parent,
@@ -286,8 +286,7 @@ def _add_llm_levels(
 def _add_centroid_levels(
     facet: str,
     levels: list[_Level],
-    texts: Sequence[str],
-    users: Sequence[str],
+    terms: TermCounts,
     vectors: np.ndarray,
     llm: StructuredLLM | None,
     config: RunConfig,
@@ -308,8 +307,8 @@ def _add_centroid_levels(
         child_to_node = np.zeros(len(below.centroids), dtype=np.int64)
         child_to_node[base_to_below] = base_to_node
         item_labels = base_to_node[labels]
-        parent_keywords = cluster_keywords(
-            texts, item_labels, users, n_keywords=n_keywords, min_users=min_users
+        parent_keywords = keywords_of(
+            terms, item_labels, n_keywords=n_keywords, min_users=min_users
         )
         level = _Level(
             item_labels=item_labels,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
@@ -23,6 +24,38 @@ _TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
 
 def strip_placeholders(text: str) -> str:
     return _PLACEHOLDER.sub(" ", text)
+
+
+@dataclass(frozen=True)
+class TermCounts:
+    """Term counts of a fixed list of texts and their users, vectorised once and scored for
+    any labelling of those texts (each level of a tree labels the same items)."""
+
+    doc_terms: sparse.csr_matrix | None  # (n, V) counts; None when the vocabulary is empty
+    vocabulary: np.ndarray
+    user_codes: np.ndarray  # one small integer per distinct user, per text
+
+    @property
+    def n(self) -> int:
+        return len(self.user_codes)
+
+
+def count_terms(texts: Sequence[str], users: Sequence[str]) -> TermCounts:
+    """Vectorise `texts` once (English stop words, words of two or more letters,
+    placeholders dropped) for `keywords_of`."""
+    if len(texts) != len(users):
+        raise ValueError(f"texts and users differ in length: {len(texts)}, {len(users)}")
+    user_codes = np.unique(np.asarray(users, dtype=object), return_inverse=True)[1].ravel()
+    vectorizer = CountVectorizer(
+        stop_words="english",
+        token_pattern=_TOKEN_PATTERN,
+        preprocessor=lambda text: strip_placeholders(text).lower(),
+    )
+    try:
+        doc_terms = vectorizer.fit_transform(texts).tocsr()
+    except ValueError:  # empty vocabulary: only stop words, numbers or placeholders
+        return TermCounts(None, np.array([], dtype=object), user_codes)
+    return TermCounts(doc_terms, vectorizer.get_feature_names_out(), user_codes)
 
 
 def cluster_keywords(
@@ -40,21 +73,25 @@ def cluster_keywords(
         raise ValueError(
             f"texts, labels and users differ in length: {len(texts)}, {len(labels)}, {len(users)}"
         )
+    if len(labels) == 0:
+        return {}
+    return keywords_of(
+        count_terms(texts, users), labels, n_keywords=n_keywords, min_users=min_users
+    )
+
+
+def keywords_of(
+    counts: TermCounts, labels: np.ndarray, *, n_keywords: int, min_users: int
+) -> dict[int, list[str]]:
+    """`cluster_keywords` for texts already counted by `count_terms`."""
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != counts.n:
+        raise ValueError(f"labels and counted texts differ in length: {len(labels)}, {counts.n}")
     k = int(labels.max()) + 1 if len(labels) else 0
     result: dict[int, list[str]] = {c: [] for c in range(k)}
-    if k == 0:
+    if k == 0 or counts.doc_terms is None:
         return result
-
-    vectorizer = CountVectorizer(
-        stop_words="english",
-        token_pattern=_TOKEN_PATTERN,
-        preprocessor=lambda text: strip_placeholders(text).lower(),
-    )
-    try:
-        doc_terms = vectorizer.fit_transform(texts).tocsr()  # (n, V) counts
-    except ValueError:  # empty vocabulary: only stop words, numbers or placeholders
-        return result
-    vocabulary = vectorizer.get_feature_names_out()
+    doc_terms, vocabulary, user_codes = counts.doc_terms, counts.vocabulary, counts.user_codes
     n = doc_terms.shape[0]
 
     # Class-based TF-IDF: one "document" per cluster, tf normalised per cluster,
@@ -68,7 +105,6 @@ def cluster_keywords(
 
     # Distinct users per (cluster, term): collapse documents to (cluster, user) pairs,
     # mark which terms each pair used at all, then count pairs per cluster.
-    user_codes = np.unique(np.asarray(users, dtype=object), return_inverse=True)[1]
     pair_keys = labels * (int(user_codes.max()) + 1) + user_codes
     pair_codes = np.unique(pair_keys, return_inverse=True)[1]
     n_pairs = int(pair_codes.max()) + 1
