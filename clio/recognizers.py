@@ -850,8 +850,13 @@ def _listed_names(
 MIN_SHOUTED_NAME_CHARS = 4
 
 
+def _gap(text: str, words: list[regex.Match], k: int) -> str:
+    """The text between words[k] and words[k + 1]."""
+    return text[words[k].end() : words[k + 1].start()]
+
+
 def _shouting_before(text: str, words: list[regex.Match], index: int) -> bool:
-    if index == 0 or text[words[index - 1].end() : words[index].start()] != " ":
+    if index == 0 or _gap(text, words, index - 1) != " ":
         return False
     previous = words[index - 1].group()
     return previous.isupper() and len(previous) >= 3 and is_english_word(previous)
@@ -878,7 +883,7 @@ def _name_shaped_pair(text: str, words: list[regex.Match], index: int) -> bool:
     """Two capitalised words in a row that are neither English words nor places
     ("Wisława Szczepańska", "Bekbolat Musliyevich"), maybe with a middle initial between
     them ("Mijail C Adomo"): in chat, mostly a person's name."""
-    if index + 1 >= len(words) or text[words[index].end() : words[index + 1].start()] != " ":
+    if index + 1 >= len(words) or _gap(text, words, index) != " ":
         return False
     second = index + 1
     initial = words[second].group()
@@ -898,7 +903,7 @@ def _particle_before_name(text: str, words: list[regex.Match], index: int) -> bo
     """Whether words[index] is a lower-case particle followed by a capitalised word."""
     if index + 1 >= len(words) or words[index].group() not in _PARTICLES:
         return False
-    gaps = (text[words[k].end() : words[k + 1].start()] for k in (index - 1, index))
+    gaps = (_gap(text, words, k) for k in (index - 1, index))
     return all(gap == " " for gap in gaps) and _capitalised(words[index + 1].group())
 
 
@@ -908,7 +913,7 @@ def _lowercase_name_with_initial(text: str, words: list[regex.Match], index: int
     if index + 2 >= len(words) or _folded(words[index].group()) not in _given_name_frequencies():
         return False
     initial, surname = words[index + 1].group(), words[index + 2].group()
-    gaps = (text[words[k].end() : words[k + 1].start()] for k in (index, index + 1))
+    gaps = (_gap(text, words, k) for k in (index, index + 1))
     if not all(gap in (" ", ". ") for gap in gaps) or len(initial) != 1 or initial == "i":
         return False
     if initial == "a":
@@ -984,7 +989,7 @@ def _after_lowercase(text: str, words: list[regex.Match], index: int) -> bool:
     if index == 0:
         return False
     previous = words[index - 1].group()
-    gap = text[words[index - 1].end() : words[index].start()]
+    gap = _gap(text, words, index - 1)
     return previous.islower() and previous not in _ARTICLES and gap.strip() in ("", ",")
 
 
@@ -993,15 +998,15 @@ def _list_neighbour(text: str, words: list[regex.Match], index: int, step: int) 
     k = index + step
     if not 0 <= k < len(words):
         return None
-    left, right = (k, index) if step < 0 else (index, k)
-    gap = text[words[left].end() : words[right].start()]
+    left = k if step < 0 else index  # the gap is after the left one of the two
+    gap = _gap(text, words, left)
     if gap in (", ", " & "):
         return k
     if gap in (" ", ", ") and words[k].group() in _CONJUNCTIONS:
         k += step
         if 0 <= k < len(words):
-            left, right = (k, k - step) if step < 0 else (k - step, k)
-            if text[words[left].end() : words[right].start()] == " ":
+            left = k if step < 0 else k - step
+            if _gap(text, words, left) == " ":
                 return k
     return None
 
@@ -1059,7 +1064,7 @@ def _extend_back(
 ) -> int:
     """One capitalised unknown word right before a name (not before `free`) is its
     given name."""
-    if index <= free or text[words[index - 1].end() : words[index].start()] != " ":
+    if index <= free or _gap(text, words, index - 1) != " ":
         return index
     word = words[index - 1].group()
     folded = _folded(word)
@@ -1087,7 +1092,7 @@ def _initial_before_name(text: str, words: list[regex.Match], last: int) -> bool
     """Whether words[last + 1] is a middle initial: a capitalised word follows it."""
     if last + 2 >= len(words):
         return False
-    gap = text[words[last + 1].end() : words[last + 2].start()]
+    gap = _gap(text, words, last + 1)
     return gap in (" ", ". ") and _capitalised(words[last + 2].group())
 
 
@@ -1099,7 +1104,7 @@ def _extend_name(
     while last + 1 < len(words) and last - index < 3:
         if words[last].group()[-2:] in ("'s", "’s"):
             break
-        gap = text[words[last].end() : words[last + 1].start()]
+        gap = _gap(text, words, last)
         following = words[last + 1].group()
         initial = len(words[last].group()) == 1
         if gap not in (" ", ". " if initial else " "):
