@@ -410,6 +410,7 @@ def run(
 ) -> dict[str, Any]:
     from clio.embed import SentenceTransformerEmbedder, embed_texts
     from clio.gate import apply_gate
+    from clio.hierarchy import base_cluster_of_items
     from clio.ingest import ingest
     from clio.release import RunRow, write_release
     from clio.store import PrivateStore
@@ -495,16 +496,14 @@ def run(
         del vectors
         if store is not None:
             with m.stage("store"):
-                base_of_item = {}
-                for node in tree:
-                    if node.level == 0:
-                        for member in node.extra.get("item_indices", []):
-                            base_of_item[member] = node.cluster_id
                 store.put_cluster_members("scale-run", FACET, tree)
                 store.put_assignments(
                     "scale-run",
                     FACET,
-                    [(f"{item_convs[i]}#0", item_convs[i], k) for i, k in base_of_item.items()],
+                    [
+                        (f"{item_convs[i]}#0", item_convs[i], k)
+                        for i, k in base_cluster_of_items(tree).items()
+                    ],
                 )
             store.close()
         details["clusters_by_level"] = _levels(tree)

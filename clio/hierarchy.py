@@ -219,6 +219,16 @@ def build_facet_tree(
     return clusters
 
 
+def base_cluster_of_items(tree: Sequence[Cluster]) -> dict[int, str]:
+    """Item index -> id of its base (level 0) cluster, from the tree's `item_indices`."""
+    return {
+        member: node.cluster_id
+        for node in tree
+        if node.level == 0
+        for member in node.extra.get("item_indices", [])
+    }
+
+
 def uses_llm_procedure(llm: StructuredLLM | None, config: RunConfig) -> bool:
     """Whether parent levels are built by the LLM (`hierarchy.procedure`)."""
     procedure = config.hierarchy.procedure

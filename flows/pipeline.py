@@ -323,7 +323,7 @@ def cluster_facet_task(
     config: RunConfig, facet: str, conversation_ids: list[str], private_path: str, run_id: str
 ) -> tuple[list[Cluster], dict[str, int], list[BuildNode]]:
     from clio.embed import embed_texts
-    from clio.hierarchy import build_facet_tree
+    from clio.hierarchy import base_cluster_of_items, build_facet_tree
     from clio.incremental import base_centroids
 
     with PrivateStore(private_path) as store:
@@ -337,10 +337,7 @@ def cluster_facet_task(
         llm = _llm(config, store)
         tree = build_facet_tree(facet, item_convs, texts, item_users, vectors, llm, config)
         base = [node for node in tree if node.level == 0]
-        base_of_item = {}
-        for node in base:
-            for member in node.extra.get("item_indices", []):
-                base_of_item[member] = node.cluster_id
+        base_of_item = base_cluster_of_items(tree)
         store.put_cluster_members(run_id, facet, tree)
         store.put_assignments(
             run_id,
