@@ -307,7 +307,8 @@ class ClusterConfig(_Section):
         gt=0,
         description="Merge two clusters while their centroids' cosine distance is at most the "
         "mean member-to-own-centroid distance divided by this. 1.0 is the plain rule; 1.5 "
-        "leaves close but distinct intents apart (chosen on CLINC150 and Banking77 train data).",
+        "leaves close but distinct intents apart (chosen on CLINC150 val/train and Banking77 "
+        "train data).",
     )
     seed: int = Field(0, description="Random seed for k-means, UMAP and sampling.")
     kmeans_iterations: int = Field(50, ge=1, description="faiss k-means iterations.")
