@@ -412,7 +412,8 @@ def run(
     from clio.gate import apply_gate
     from clio.hierarchy import base_cluster_of_items
     from clio.ingest import ingest
-    from clio.release import RunRow, write_release
+    from clio.release import write_release
+    from clio.released import RunRow
     from clio.store import PrivateStore
 
     wanted = set(stages)

@@ -75,6 +75,7 @@ from clio.dp import (
 )
 from clio.keywords import strip_placeholders
 from clio.records import Cluster
+from clio.released import ReleasedBreakdown, ReleasedCluster
 
 log = logging.getLogger("clio.gate")
 
@@ -119,32 +120,6 @@ _DESCRIBING_WORDS = frozenset(
         ).lower()
     )
 )
-
-
-@dataclass(frozen=True)
-class ReleasedCluster:
-    facet: str
-    level: int
-    cluster_id: str
-    parent_id: str | None
-    name: str
-    description: str
-    keywords: list[str]
-    n_users: int
-    n_conversations: int
-    share: float
-    concern_mean: float | None
-    x: float | None
-    y: float | None
-
-
-@dataclass(frozen=True)
-class ReleasedBreakdown:
-    cluster_id: str
-    facet: str
-    value: str
-    n_users: int
-    n_conversations: int
 
 
 @dataclass

@@ -31,13 +31,13 @@ import fcntl
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
 
-from clio.gate import GateResult, ReleasedBreakdown, ReleasedCluster
+from clio.gate import GateResult
+from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow
 from clio.web.views import RUN_CHANGES_COMMENT, RUN_CHANGES_VIEW
 
 RUNS_COLUMNS = (
@@ -187,23 +187,6 @@ _COMMENTS = {
     "concerning first.",
     ("VIEW", "latest_run_clusters"): "Clusters of the most recently finished run.",
 }
-
-
-@dataclass(frozen=True)
-class RunRow:
-    run_id: str
-    started_at: datetime
-    finished_at: datetime
-    config_hash: str
-    min_users: int
-    min_conversations: int
-    n_input: int
-    n_quarantined: int
-    n_conversations: int
-    llm_calls: int
-    llm_cached_calls: int
-    input_tokens: int
-    output_tokens: int
 
 
 def write_release(path: Path, run: RunRow, gate: GateResult) -> None:

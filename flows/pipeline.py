@@ -426,7 +426,8 @@ def gate_and_release(
 ) -> dict[str, Any]:
     from clio.audit import KeywordRenamer, audit_texts
     from clio.gate import apply_gate
-    from clio.release import RunRow, write_release
+    from clio.release import write_release
+    from clio.released import RunRow
 
     breakdown_facets = [f.name for f in config.facets if f.breakdown]
     with PrivateStore(private_path) as store:

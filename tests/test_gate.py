@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clio.config import PrivacyConfig
-from clio.gate import GateResult, ReleasedBreakdown, ReleasedCluster, apply_gate
+from clio.gate import GateResult, apply_gate
+from clio.released import ReleasedBreakdown, ReleasedCluster
 from clio.records import Cluster
 from tests.privacy_checks import release_violations
 

@@ -30,7 +30,8 @@ from clio.hierarchy import build_facet_tree
 from clio.llm.base import LLMError
 from clio.llm.client import StructuredLLM
 from clio.records import Cluster
-from clio.release import RunRow, write_release
+from clio.release import write_release
+from clio.released import RunRow
 from tests.fakes.llm import Call, FakeBackend
 from tests.privacy_checks import full_members
 

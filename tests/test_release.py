@@ -15,10 +15,12 @@ import duckdb
 import pytest
 
 from clio.config import PrivacyConfig
-from clio.gate import GateResult, ReleasedBreakdown, ReleasedCluster, apply_gate
+from clio.gate import GateResult, apply_gate
+from clio.released import ReleasedBreakdown, ReleasedCluster
 from clio.manifest import write_manifest
 from clio.records import Cluster
-from clio.release import RunRow, read_only_connect, write_release
+from clio.release import read_only_connect, write_release
+from clio.released import RunRow
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -342,8 +344,10 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from clio.gate import GateResult, ReleasedBreakdown, ReleasedCluster
-from clio.release import RunRow, write_release
+from clio.gate import GateResult
+from clio.released import ReleasedBreakdown, ReleasedCluster
+from clio.release import write_release
+from clio.released import RunRow
 
 n_cells = int(sys.argv[2])
 clusters = [

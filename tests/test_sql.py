@@ -9,8 +9,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from clio.gate import GateResult, ReleasedBreakdown, ReleasedCluster
-from clio.release import RunRow, write_release
+from clio.gate import GateResult
+from clio.released import ReleasedBreakdown, ReleasedCluster
+from clio.release import write_release
+from clio.released import RunRow
 from clio.sql import ReadOnlyError, format_rows, run_query
 
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from clio.gate import GateResult, ReleasedBreakdown, ReleasedCluster
-from clio.release import RunRow, write_release
+from clio.gate import GateResult
+from clio.released import ReleasedBreakdown, ReleasedCluster
+from clio.release import write_release
+from clio.released import RunRow
 
 MIN_USERS = 5
 MIN_CONVERSATIONS = 5
