@@ -19,9 +19,8 @@ from markupsafe import escape
 
 from clio.cli import build_parser, main
 from clio.gate import GateResult
-from clio.released import ReleasedBreakdown, ReleasedCluster
 from clio.release import write_release
-from clio.released import RunRow
+from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow
 from clio.web import model
 from clio.web.app import SECURITY_HEADERS, create_app
 from clio.web.export import export_html, script_json
