@@ -22,15 +22,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from clio.describe import (
-    NAME_INSTRUCTION,
-    ClusterSummary,
-    clean_summary,
-    keyword_description,
-    keyword_name,
-)
+from clio.describe import ClusterSummary, clean_summary
 from clio.gate import WITHHELD_NAME
 from clio.llm.base import Example, Prompt
+from clio.naming import NAME_INSTRUCTION, keyword_description, keyword_name
 
 if TYPE_CHECKING:
     from clio.llm.client import StructuredLLM

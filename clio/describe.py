@@ -27,6 +27,14 @@ from pydantic import BaseModel, Field
 from clio.cluster import members_by_cluster
 from clio.config import DescribeConfig
 from clio.llm.base import Example, Prompt
+from clio.naming import (
+    MAX_DESCRIPTION_CHARS,
+    MAX_NAME_CHARS,
+    NAME_INSTRUCTION,
+    PARENT_INSTRUCTION,
+    keyword_description,
+    keyword_name,
+)
 
 if TYPE_CHECKING:
     from clio.llm.client import StructuredLLM
@@ -34,8 +42,6 @@ if TYPE_CHECKING:
 _log = logging.getLogger("clio.describe")
 
 NameSource = Literal["llm", "keywords"]
-MAX_NAME_CHARS = 60
-MAX_DESCRIPTION_CHARS = 300
 SAMPLE_CHARS = 200  # each sample shown to the model is cut to this; keeps prompts small
 PROMPT_KEYWORDS = 5  # distinctive words shown in a prompt
 
@@ -82,11 +88,6 @@ class _Shot:
     description: str
 
 
-NAME_INSTRUCTION = (
-    "Name each group of user requests with a short task title built from its distinctive "
-    "words, and describe the group in two sentences. Use general terms only: no names, "
-    "places, numbers or other private details."
-)
 _NAME_SHOTS = (
     _Shot(
         keywords=("cover", "letter", "job"),
@@ -124,11 +125,6 @@ NAME_EXAMPLES_WITHOUT_CONTRAST = tuple(
     for s in _NAME_SHOTS
 )
 
-PARENT_INSTRUCTION = (
-    "Give each list of related groups one broader name, a short task title built from the "
-    "distinctive words, and describe it in two sentences. Use general terms only: no names, "
-    "places, numbers or other private details."
-)
 _PARENT_SHOTS = (
     _Shot(
         keywords=("job", "resume", "interview"),
@@ -216,18 +212,6 @@ def clean_summary(
     ):
         description = ""
     return name, description
-
-
-def keyword_name(keywords: Sequence[str], fallback: str) -> str:
-    name = ", ".join(keywords[:3])
-    return name[:MAX_NAME_CHARS].rstrip(", ") if name else fallback
-
-
-def keyword_description(keywords: Sequence[str]) -> str:
-    if not keywords:
-        return "No description: the group has no keywords shared by enough distinct users."
-    text = "Most distinctive words in this group: " + ", ".join(keywords) + "."
-    return text if len(text) <= MAX_DESCRIPTION_CHARS else text[: MAX_DESCRIPTION_CHARS - 3] + "..."
 
 
 def _unique_in_order(candidates: Sequence[int], texts: Sequence[str]) -> list[int]:

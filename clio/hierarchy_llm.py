@@ -32,9 +32,10 @@ from pydantic import BaseModel, Field
 
 from clio.cluster import centroids_of, compact_labels, spherical_kmeans
 from clio.config import ClusterConfig, HierarchyConfig
-from clio.describe import MAX_NAME_CHARS, ClusterSummary, clean_summary, parent_prompt
+from clio.describe import ClusterSummary, clean_summary, parent_prompt
 from clio.llm.base import Example, Prompt
 from clio.llm.client import LLMFailure
+from clio.naming import MAX_NAME_CHARS
 
 if TYPE_CHECKING:
     from clio.llm.client import StructuredLLM

@@ -19,11 +19,23 @@ from sklearn.preprocessing import normalize
 # `<PERSON>`, `<EMAIL_ADDRESS_2>`, `[PHONE_NUMBER]`: typed placeholders left by the scrubber.
 _PLACEHOLDER = re.compile(r"[<\[]\s*[A-Z][A-Z0-9_]*\s*[>\]]")
 # Words of two or more letters: numbers are dropped (amounts, years and ids identify people).
-_TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
+_WORD = re.compile(r"(?u)\b[^\W\d_]{2,}\b")
 
 
 def strip_placeholders(text: str) -> str:
     return _PLACEHOLDER.sub(" ", text)
+
+
+def _normalise(text: str) -> str:
+    """A text as it is tokenised: placeholders dropped, lower case."""
+    return strip_placeholders(text).lower()
+
+
+def words(text: str) -> list[str]:
+    """The words of `text` as keywords are counted, in order and with repeats. Stop words
+    are kept: `count_terms` drops them after this step, and the privacy gate counts a
+    keyword's support and a word's rarity with this same tokenizer."""
+    return _WORD.findall(_normalise(text))
 
 
 @dataclass(frozen=True)
@@ -48,8 +60,8 @@ def count_terms(texts: Sequence[str], users: Sequence[str]) -> TermCounts:
     user_codes = np.unique(np.asarray(users, dtype=object), return_inverse=True)[1].ravel()
     vectorizer = CountVectorizer(
         stop_words="english",
-        token_pattern=_TOKEN_PATTERN,
-        preprocessor=lambda text: strip_placeholders(text).lower(),
+        token_pattern=_WORD.pattern,
+        preprocessor=_normalise,
     )
     try:
         doc_terms = vectorizer.fit_transform(texts).tocsr()

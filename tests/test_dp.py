@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import clio.gate
+import clio.gate.numbers
 from clio.config import PrivacyConfig
 from clio.dp import (
     DPConfig,
@@ -259,9 +259,9 @@ def _captured(clusters, users, values, bounds):
         dp_max_conversations_per_user=bounds[0], dp_max_values_per_conversation=bounds[1],
     )  # fmt: skip
     with (
-        mock.patch.object(clio.gate, "noisy_counts", counts),
-        mock.patch.object(clio.gate, "noisy_sums", sums),
-        mock.patch.object(clio.gate, "select_keys", keys),
+        mock.patch.object(clio.gate.numbers, "noisy_counts", counts),
+        mock.patch.object(clio.gate.numbers, "noisy_sums", sums),
+        mock.patch.object(clio.gate.numbers, "select_keys", keys),
     ):
         apply_gate(clusters, users, values, config, breakdown_facets=["language"])
     return seen

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from clio.keywords import cluster_keywords, strip_placeholders
+from clio.keywords import cluster_keywords, count_terms, strip_placeholders, words
 
 
 def test_a_word_from_one_heavy_user_is_never_a_keyword():
@@ -67,3 +68,20 @@ def test_every_cluster_gets_a_key_even_without_terms():
 def test_mismatched_lengths_are_an_error():
     with pytest.raises(ValueError, match="differ in length"):
         cluster_keywords(["a b"], np.array([0, 0]), ["u"], n_keywords=3, min_users=1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Email <EMAIL_ADDRESS> to <PERSON_1> about the 2024 invoice invoice",
+        "Ça coûte 12€ à Zürich: naïve café_au_lait x y ab [PHONE_NUMBER]",
+        "don't re-use it's B2B e-mail",
+    ],
+)
+def test_words_are_the_tokens_the_keywords_are_counted_from(text):
+    """`words` (which the gate counts keyword support and rare words with) splits a text
+    as `count_terms` does, before it drops stop words."""
+    counts = count_terms([text], ["u"])
+    expected = [w for w in words(text) if w not in ENGLISH_STOP_WORDS]
+    assert sorted(counts.vocabulary) == sorted(set(expected))
+    assert counts.doc_terms.sum() == len(expected)

@@ -1,0 +1,99 @@
+"""The privacy gate: the single choke point between private clusters and the release.
+
+`apply_gate` turns the private cluster trees (which hold conversation ids) into
+aggregate rows that may leave the pipeline (`GateResult`), and `write_release`
+accepts nothing else. The rules, in order:
+
+1. Thresholds. Every cluster, at every level of every facet's tree, needs at
+   least `min_users` DISTINCT user pseudonyms and `min_conversations`
+   conversations, counted over its full membership (its own members plus all
+   descendants', so suppressed children roll up into their parent). One heavy
+   user can never make a cluster releasable. A cluster whose parent is
+   suppressed is suppressed too, so every released cluster's parent is released.
+2. The hidden part. Under every released parent, and under each facet's root
+   (`share` reveals the facet's total), parent minus released children is
+   derivable by subtraction. That hidden part must be empty or itself a
+   releasable group: at least `min_users` distinct users and `min_conversations`
+   conversations, and the users found in it but in no released child (what
+   parent users minus children users reveals when the children share no user)
+   must be none or at least `min_users`. Otherwise the smallest released child
+   is suppressed too (complementary suppression), until the rule holds. A
+   suppressed child's counts can therefore never be derived, and the implied
+   "other / suppressed" total is always itself releasable.
+3. Breakdown cells (cluster x facet value) pass the same thresholds, and the
+   same hidden-part rule twice: within a cluster (cluster minus its released
+   cells, which includes members without a value), and across levels (a
+   parent's cell minus its released children's cells of that value). A value
+   hidden in a cluster is hidden in all its descendants, so every difference an
+   analyst can form is a union of hidden parts, each empty or releasable.
+4. Text. Every released text (name, description, keyword, breakdown value) is
+   checked: a word that only 1 to `min_users - 1` distinct users ever wrote
+   fails ("rare word"), then `text_check` (the scrubber re-scan), then the LLM
+   privacy `audit` (score below `audit_min_score`, or a failed call, fails). A
+   keyword also needs `min_users` distinct users in its cluster who used it. A
+   cluster whose name or description fails is renamed once by `regenerate` from
+   its vetted keywords only, re-checked, and what still fails is withheld
+   ("(withheld)" / ""). A failing breakdown value suppresses its cell.
+5. Optional differential privacy (`config.dp_enabled`, see `clio.dp`): released
+   numbers get OpenDP noise (then are clamped to the thresholds), and keywords
+   need a noisy count above OpenDP's threshold. The budget is in `GateResult.dp`.
+
+Differences between released numbers that involve no hidden part (for example
+the number of users two released siblings share, |A| + |B| - |parent|) are not
+suppressed: both groups are releasable; the DP option noises them.
+
+The result carries counts by reason only, never names or ids of what was withheld.
+
+The package, one module a job: `thresholds` (rules 1 to 3), `text` (rule 4), `numbers`
+(the released numbers, and rule 5), `invariants` (the rules re-checked on what is
+about to be released), `values` (how facet values are read), `reasons` (the
+suppression reasons), `state` (what the steps share), `apply` (`apply_gate`, the steps
+in order).
+"""
+
+from clio.gate.apply import GateResult, apply_gate
+from clio.gate.reasons import (
+    AUDIT,
+    AUDIT_ERROR,
+    CELL_BELOW_THRESHOLD,
+    CELL_COMPLEMENTARY_SUPPRESSION,
+    CELL_HIDDEN_ABOVE,
+    CELL_VALUE_WITHHELD_PII,
+    CLUSTER_BELOW_MIN_CONVERSATIONS,
+    CLUSTER_BELOW_MIN_USERS,
+    COMPLEMENTARY_SUPPRESSION,
+    KEYWORD_BELOW_MIN_USERS,
+    KEYWORD_NOT_SELECTED_DP,
+    KEYWORD_WITHHELD_PII,
+    PARENT_SUPPRESSED,
+    PII,
+    RARE_WORD,
+    TEXT_WITHHELD_PII,
+    WITHHELD_NAME,
+)
+from clio.gate.text import Audit, Regenerate, TextCheck
+
+__all__ = [
+    "AUDIT",
+    "AUDIT_ERROR",
+    "CELL_BELOW_THRESHOLD",
+    "CELL_COMPLEMENTARY_SUPPRESSION",
+    "CELL_HIDDEN_ABOVE",
+    "CELL_VALUE_WITHHELD_PII",
+    "CLUSTER_BELOW_MIN_CONVERSATIONS",
+    "CLUSTER_BELOW_MIN_USERS",
+    "COMPLEMENTARY_SUPPRESSION",
+    "KEYWORD_BELOW_MIN_USERS",
+    "KEYWORD_NOT_SELECTED_DP",
+    "KEYWORD_WITHHELD_PII",
+    "PARENT_SUPPRESSED",
+    "PII",
+    "RARE_WORD",
+    "TEXT_WITHHELD_PII",
+    "WITHHELD_NAME",
+    "Audit",
+    "GateResult",
+    "Regenerate",
+    "TextCheck",
+    "apply_gate",
+]

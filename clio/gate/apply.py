@@ -1,0 +1,182 @@
+"""`apply_gate`: the gate's steps in order, from private clusters to released rows.
+
+The rules are in the package docstring (`clio.gate`); each step lives in its own
+module: `thresholds` (rules 1 to 3), `text` (rule 4), `numbers` (the released numbers
+and rule 5), `invariants` (the final self-check).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from clio.config import PrivacyConfig
+from clio.dp import DPConfig
+from clio.gate.invariants import check_invariants
+from clio.gate.numbers import Numbers, facet_totals, noisy_numbers, true_numbers
+from clio.gate.state import GateState
+from clio.gate.text import (
+    Audit,
+    FacetTokens,
+    Regenerate,
+    TextCheck,
+    TextVetter,
+    WordSupport,
+    final_texts,
+    supported_keywords,
+    suppress_failing_cells,
+    vetted_keywords,
+)
+from clio.gate.thresholds import (
+    Node,
+    all_cells,
+    build_cells,
+    build_nodes,
+    protect_cells,
+    suppress_clusters,
+    suppress_small_cells,
+    top_down,
+)
+from clio.gate.values import FacetValues, facet_scores
+from clio.records import Cluster
+from clio.released import ReleasedBreakdown, ReleasedCluster
+
+log = logging.getLogger("clio.gate")
+
+
+@dataclass
+class GateResult:
+    """What may leave the pipeline: the only input `clio.release.write_release` accepts."""
+
+    clusters: list[ReleasedCluster]
+    breakdowns: list[ReleasedBreakdown]
+    suppressed: dict[str, int] = field(default_factory=dict)  # counts by reason, only > 0
+    text_checks: dict[str, int] = field(default_factory=dict)  # what the text checks did
+    dp: dict[str, Any] | None = None  # the DP budget and mechanisms, when DP is on
+
+
+def apply_gate(
+    clusters: Sequence[Cluster],
+    conversation_users: Mapping[str, str],
+    facet_values: FacetValues,
+    config: PrivacyConfig,
+    *,
+    breakdown_facets: Sequence[str],
+    concern_facet: str | None = "concerning",
+    text_check: TextCheck | None = None,
+    audit: Audit | None = None,
+    regenerate: Regenerate | None = None,
+    total_conversations: Mapping[str, int] | None = None,
+    seed: int = 0,
+) -> GateResult:
+    """Decide what of `clusters` may be released, and compute the released rows.
+
+    `conversation_users` maps conversation id -> user pseudonym (every member
+    must have one); `facet_values` maps conversation id -> {facet -> value}; its
+    texts are what keywords and rare words are counted in. `text_check` is the
+    scrubber re-scan, `audit` the LLM privacy auditor (`clio.audit.audit_texts`),
+    `regenerate` renames clusters from keywords (`clio.audit.KeywordRenamer`);
+    any of them may be None (that check is skipped; `text_checks` records it).
+    `total_conversations` gives, per clustered facet, the run's conversations
+    with that facet (the denominator of `share`); when absent it is the number
+    of conversations with a value for the facet, and never less than the
+    facet's clustered conversations. `seed` picks which conversations of a
+    heavy user count under differential privacy.
+    """
+    nodes = build_nodes(clusters, conversation_users)
+    suppressed: Counter[str] = Counter()
+    suppress_clusters(nodes, conversation_users, config, suppressed)
+    released = [n for n in top_down(nodes) if not n.suppressed]
+    cells = build_cells(released, breakdown_facets, facet_values, conversation_users)
+    suppress_small_cells(cells, config, suppressed)
+    state = GateState(
+        user_of=conversation_users,
+        facet_values=facet_values,
+        breakdown_facets=breakdown_facets,
+        config=config,
+        nodes=nodes,
+        released=released,
+        cells=cells,
+        tokens=FacetTokens(facet_values),
+        suppressed=suppressed,
+    )
+
+    words = WordSupport(facet_values, conversation_users, config.min_users)
+    vetter = TextVetter(
+        words, text_check, audit, config, audit_requested=config.audit_released_text
+    )
+    keywords = {
+        n.cluster.cluster_id: supported_keywords(
+            n, state.tokens, conversation_users, config, suppressed
+        )
+        for n in released
+    }
+    vetter.vet(
+        [t for n in released for t in (n.cluster.name, n.cluster.description)]
+        + [k for kws in keywords.values() for k in kws]
+        + [c.value for c in all_cells(cells) if not c.suppressed]
+    )
+    suppress_failing_cells(cells, vetter, suppressed)
+    protect_cells(nodes, released, cells, conversation_users, config, suppressed)
+    keywords = vetted_keywords(keywords, vetter, suppressed)
+    texts = final_texts(released, keywords, vetter, regenerate, suppressed)
+
+    totals = facet_totals(nodes, facet_values, total_conversations)
+    scores = {} if concern_facet is None else facet_scores(facet_values, concern_facet)
+    dp_config = DPConfig.from_privacy(config, seed)
+    numbers = true_numbers(released, cells, scores, totals)
+    dp_report = None
+    if dp_config is not None:
+        numbers, keywords, dp_report = noisy_numbers(state, keywords, scores, dp_config)
+
+    rows = [_cluster_row(n, texts, keywords, numbers) for n in released]
+    rows.sort(key=lambda c: (c.facet, c.level, c.cluster_id))
+    breakdowns = [
+        ReleasedBreakdown(c.cluster_id, c.facet, c.value, *numbers.cells[id(c)])
+        for c in all_cells(cells)
+        if not c.suppressed
+    ]
+    breakdowns.sort(key=lambda b: (b.cluster_id, b.facet, b.value))
+
+    check_invariants(state, rows, breakdowns)
+    result = GateResult(
+        rows,
+        breakdowns,
+        {k: v for k, v in sorted(suppressed.items()) if v},
+        dict(sorted(vetter.counts.items())),
+        dp_report.as_manifest() if dp_report is not None else None,
+    )
+    log.info(
+        f"gate: released {len(rows)} of {len(nodes)} clusters and {len(breakdowns)} breakdown "
+        f"cells; suppressed {result.suppressed}; text checks {result.text_checks}"
+    )
+    return result
+
+
+def _cluster_row(
+    node: Node,
+    texts: Mapping[str, tuple[str, str]],
+    keywords: Mapping[str, list[str]],
+    numbers: Numbers,
+) -> ReleasedCluster:
+    cluster = node.cluster
+    name, description = texts[cluster.cluster_id]
+    n_users, n_conversations, share, concern_mean = numbers.clusters[cluster.cluster_id]
+    return ReleasedCluster(
+        facet=cluster.facet,
+        level=cluster.level,
+        cluster_id=cluster.cluster_id,
+        parent_id=cluster.parent_id,
+        name=name,
+        description=description,
+        keywords=list(keywords[cluster.cluster_id]),
+        n_users=n_users,
+        n_conversations=n_conversations,
+        share=share,
+        concern_mean=concern_mean,
+        x=cluster.x,
+        y=cluster.y,
+    )

@@ -1,0 +1,24 @@
+"""What the gate reports: the keys of `GateResult.suppressed`, and the withheld name.
+
+The result carries counts by reason only, never names or ids of what was withheld.
+"""
+
+from __future__ import annotations
+
+WITHHELD_NAME = "(withheld)"
+
+# Suppression reasons (keys of `GateResult.suppressed`).
+CLUSTER_BELOW_MIN_USERS = "cluster_below_min_users"
+CLUSTER_BELOW_MIN_CONVERSATIONS = "cluster_below_min_conversations"
+PARENT_SUPPRESSED = "parent_suppressed"
+COMPLEMENTARY_SUPPRESSION = "complementary_suppression"
+CELL_BELOW_THRESHOLD = "cell_below_threshold"
+CELL_COMPLEMENTARY_SUPPRESSION = "cell_complementary_suppression"
+CELL_HIDDEN_ABOVE = "cell_hidden_in_parent"
+KEYWORD_BELOW_MIN_USERS = "keyword_below_min_users"
+KEYWORD_NOT_SELECTED_DP = "keyword_not_selected_dp"
+# Text failures: f"{kind}_withheld_{reason}" with kind in text, keyword, cell_value.
+PII, RARE_WORD, AUDIT, AUDIT_ERROR = "pii", "rare_word", "audit", "audit_error"
+TEXT_WITHHELD_PII = "text_withheld_pii"
+KEYWORD_WITHHELD_PII = "keyword_withheld_pii"
+CELL_VALUE_WITHHELD_PII = "cell_value_withheld_pii"

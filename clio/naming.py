@@ -1,0 +1,59 @@
+"""The text clio itself writes about clusters, shared by the namer and the privacy gate.
+
+`clio.describe` and `clio.audit` build their LLM prompts from the instructions here and
+fall back to the keyword name and description; the gate (`clio.gate.text`) needs the
+same text for the opposite reason: a released name repeats words of these
+instructions and templates, and those words come from clio, not from a user, so they
+must never count as a user's rare word. Keeping both here means a new template's words
+reach the gate without the gate importing the namer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from clio.keywords import words
+
+MAX_NAME_CHARS = 60
+MAX_DESCRIPTION_CHARS = 300
+
+NAME_INSTRUCTION = (
+    "Name each group of user requests with a short task title built from its distinctive "
+    "words, and describe the group in two sentences. Use general terms only: no names, "
+    "places, numbers or other private details."
+)
+PARENT_INSTRUCTION = (
+    "Give each list of related groups one broader name, a short task title built from the "
+    "distinctive words, and describe it in two sentences. Use general terms only: no names, "
+    "places, numbers or other private details."
+)
+
+
+def keyword_name(keywords: Sequence[str], fallback: str) -> str:
+    name = ", ".join(keywords[:3])
+    return name[:MAX_NAME_CHARS].rstrip(", ") if name else fallback
+
+
+def keyword_description(keywords: Sequence[str]) -> str:
+    if not keywords:
+        return "No description: the group has no keywords shared by enough distinct users."
+    text = "Most distinctive words in this group: " + ", ".join(keywords) + "."
+    return text if len(text) <= MAX_DESCRIPTION_CHARS else text[: MAX_DESCRIPTION_CHARS - 3] + "..."
+
+
+# Words of the naming prompts' own instructions and templates, and the verbs any summary
+# of requests uses: they come from clio, not from a user, so they are never "rare".
+DESCRIBING_WORDS = frozenset(
+    words(
+        " ".join(
+            [
+                NAME_INSTRUCTION,
+                PARENT_INSTRUCTION,
+                keyword_description([]),
+                keyword_description(["x"]),
+                "users user ask asks asking asked help helps want wants wanting know learn "
+                "request requests requesting question questions advice information tips",
+            ]
+        )
+    )
+)
