@@ -54,8 +54,14 @@ class RunRow:
 
 
 @dataclass(frozen=True)
-class ReleasedCluster:
-    """A row of `clusters` without its `run_id`."""
+class ClusterNode:
+    """A described node of a facet's cluster tree: what a released cluster row begins with.
+
+    The private store keeps the same node with a centroid (`clio.store.BuildNode`)
+    so an incremental run can extend a built tree. A field added here is added
+    to both, and is a new column of `clusters` (which may gain columns, never
+    lose or rename them).
+    """
 
     facet: str
     level: int
@@ -64,6 +70,12 @@ class ReleasedCluster:
     name: str
     description: str
     keywords: list[str]
+
+
+@dataclass(frozen=True)
+class ReleasedCluster(ClusterNode):
+    """A row of `clusters` without its `run_id`: the node, its counts and its map position."""
+
     n_users: int
     n_conversations: int
     share: float
