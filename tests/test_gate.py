@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from clio.config import PrivacyConfig
 from clio.gate import GateResult, apply_gate
-from clio.released import ReleasedBreakdown, ReleasedCluster
 from clio.records import Cluster
+from clio.released import ReleasedBreakdown, ReleasedCluster
 from tests.privacy_checks import release_violations
 
 

@@ -10,9 +10,8 @@ import duckdb
 import pytest
 
 from clio.gate import GateResult
-from clio.released import ReleasedBreakdown, ReleasedCluster
 from clio.release import write_release
-from clio.released import RunRow
+from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow
 from clio.sql import ReadOnlyError, format_rows, run_query
 
 

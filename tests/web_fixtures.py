@@ -20,9 +20,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from clio.gate import GateResult
-from clio.released import ReleasedBreakdown, ReleasedCluster
 from clio.release import write_release
-from clio.released import RunRow
+from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow
 
 MIN_USERS = 5
 MIN_CONVERSATIONS = 5
