@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,8 +83,8 @@ def _build(
     if previous.exists():
         _copy_previous_runs(connection, previous, run.run_id)
     _insert_run(connection, run)
-    _insert_clusters(connection, run.run_id, gate.clusters)
-    _insert_breakdowns(connection, run.run_id, gate.breakdowns)
+    _insert_rows(connection, "clusters", run.run_id, gate.clusters)
+    _insert_rows(connection, "facet_breakdowns", run.run_id, gate.breakdowns)
     create_views(connection)
     connection.execute("CHECKPOINT")
 
@@ -121,55 +121,29 @@ def _insert_run(connection: duckdb.DuckDBPyConnection, run: RunRow) -> None:
 
 # Rows go in column-wise through `unnest` of list parameters: DuckDB's
 # executemany inserts one row per statement (~1,000 rows/s measured here).
-def _insert_clusters(
-    connection: duckdb.DuckDBPyConnection, run_id: str, clusters: list[ReleasedCluster]
+def _insert_rows(
+    connection: duckdb.DuckDBPyConnection,
+    table: str,
+    run_id: str,
+    rows: Sequence[ReleasedCluster] | Sequence[ReleasedBreakdown],
 ) -> None:
-    connection.execute(
-        """
-        INSERT INTO clusters
-        SELECT $1, unnest($2::VARCHAR[]), unnest($3::INTEGER[]), unnest($4::VARCHAR[]),
-               unnest($5::VARCHAR[]), unnest($6::VARCHAR[]), unnest($7::VARCHAR[]),
-               unnest($8::VARCHAR[][]), unnest($9::BIGINT[]), unnest($10::BIGINT[]),
-               unnest($11::DOUBLE[]), unnest($12::DOUBLE[]), unnest($13::DOUBLE[]),
-               unnest($14::DOUBLE[])
-        """,
-        [
-            run_id,
-            [c.facet for c in clusters],
-            [c.level for c in clusters],
-            [c.cluster_id for c in clusters],
-            [c.parent_id for c in clusters],
-            [c.name for c in clusters],
-            [c.description for c in clusters],
-            [list(c.keywords) for c in clusters],
-            [c.n_users for c in clusters],
-            [c.n_conversations for c in clusters],
-            [c.share for c in clusters],
-            [c.concern_mean for c in clusters],
-            [c.x for c in clusters],
-            [c.y for c in clusters],
-        ],
+    """Insert one run's rows into `table`: its run_id, then one list per contract column."""
+    columns = TABLE_COLUMNS[table][1:]
+    types = dict(
+        connection.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() "
+            "WHERE schema_name = 'main' AND table_name = $1",
+            [table],
+        ).fetchall()
     )
+    casts = ", ".join(f"unnest(${i}::{types[c]}[])" for i, c in enumerate(columns, start=2))
+    values = [[_column_value(getattr(row, c)) for row in rows] for c in columns]
+    connection.execute(f"INSERT INTO {table} SELECT $1, {casts}", [run_id, *values])
 
 
-def _insert_breakdowns(
-    connection: duckdb.DuckDBPyConnection, run_id: str, breakdowns: list[ReleasedBreakdown]
-) -> None:
-    connection.execute(
-        """
-        INSERT INTO facet_breakdowns
-        SELECT $1, unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), unnest($4::VARCHAR[]),
-               unnest($5::BIGINT[]), unnest($6::BIGINT[])
-        """,
-        [
-            run_id,
-            [b.cluster_id for b in breakdowns],
-            [b.facet for b in breakdowns],
-            [b.value for b in breakdowns],
-            [b.n_users for b in breakdowns],
-            [b.n_conversations for b in breakdowns],
-        ],
-    )
+def _column_value(value: object) -> object:
+    """A list column (keywords) goes in as a list, whatever sequence the row holds."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _validate(run: RunRow, gate: GateResult) -> None:
