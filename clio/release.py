@@ -4,18 +4,8 @@
 `GateResult` (privacy invariant 1). The store accumulates runs so a reader can
 compare them; re-releasing a `run_id` replaces that run's rows.
 
-Tables (the contract; columns may be added, never renamed or dropped):
-- `runs(run_id, started_at, finished_at, config_hash, min_users, min_conversations,
-  n_input, n_quarantined, n_conversations, llm_calls, llm_cached_calls,
-  input_tokens, output_tokens)` — times in UTC.
-- `clusters(run_id, facet, level, cluster_id, parent_id, name, description,
-  keywords, n_users, n_conversations, share, concern_mean, x, y)` — level 0 are
-  base clusters, `parent_id` is NULL at the top, `keywords` is VARCHAR[].
-- `facet_breakdowns(run_id, cluster_id, facet, value, n_users, n_conversations)`.
-
-Views: `top_clusters`, `cluster_languages`, `concerning_clusters`,
-`latest_run_clusters` (see `_VIEWS`; each carries a COMMENT, readable with
-`SELECT view_name, comment FROM duckdb_views()`).
+The tables, views and row types are the contract in `clio.released`; this
+module only builds a new file from them.
 
 Atomicity: the new store is built in `insights.duckdb.tmp-<pid>` next to the
 final path (previous runs copied in, this run added, views created,
@@ -29,7 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,156 +27,16 @@ from pathlib import Path
 import duckdb
 
 from clio.gate import GateResult
-from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow
-from clio.web.views import RUN_CHANGES_COMMENT, RUN_CHANGES_VIEW
-
-RUNS_COLUMNS = (
-    "run_id",
-    "started_at",
-    "finished_at",
-    "config_hash",
-    "min_users",
-    "min_conversations",
-    "n_input",
-    "n_quarantined",
-    "n_conversations",
-    "llm_calls",
-    "llm_cached_calls",
-    "input_tokens",
-    "output_tokens",
+from clio.released import (
+    RUNS_COLUMNS,
+    TABLE_COLUMNS,
+    ReleasedBreakdown,
+    ReleasedCluster,
+    RunRow,
+    create_tables,
+    create_views,
+    sql_string,
 )
-CLUSTERS_COLUMNS = (
-    "run_id",
-    "facet",
-    "level",
-    "cluster_id",
-    "parent_id",
-    "name",
-    "description",
-    "keywords",
-    "n_users",
-    "n_conversations",
-    "share",
-    "concern_mean",
-    "x",
-    "y",
-)
-BREAKDOWNS_COLUMNS = ("run_id", "cluster_id", "facet", "value", "n_users", "n_conversations")
-TABLE_COLUMNS = {
-    "runs": RUNS_COLUMNS,
-    "clusters": CLUSTERS_COLUMNS,
-    "facet_breakdowns": BREAKDOWNS_COLUMNS,
-}
-VIEWS = (
-    "top_clusters",
-    "cluster_languages",
-    "concerning_clusters",
-    "latest_run_clusters",
-    "run_changes",
-)
-
-_SCHEMA = """
-CREATE TABLE runs (
-    run_id VARCHAR PRIMARY KEY,
-    started_at TIMESTAMP NOT NULL,
-    finished_at TIMESTAMP NOT NULL,
-    config_hash VARCHAR NOT NULL,
-    min_users INTEGER NOT NULL,
-    min_conversations INTEGER NOT NULL,
-    n_input BIGINT NOT NULL,
-    n_quarantined BIGINT NOT NULL,
-    n_conversations BIGINT NOT NULL,
-    llm_calls BIGINT NOT NULL,
-    llm_cached_calls BIGINT NOT NULL,
-    input_tokens BIGINT NOT NULL,
-    output_tokens BIGINT NOT NULL
-);
-CREATE TABLE clusters (
-    run_id VARCHAR NOT NULL,
-    facet VARCHAR NOT NULL,
-    level INTEGER NOT NULL,
-    cluster_id VARCHAR NOT NULL,
-    parent_id VARCHAR,
-    name VARCHAR NOT NULL,
-    description VARCHAR NOT NULL,
-    keywords VARCHAR[] NOT NULL,
-    n_users BIGINT NOT NULL,
-    n_conversations BIGINT NOT NULL,
-    share DOUBLE NOT NULL,
-    concern_mean DOUBLE,
-    x DOUBLE,
-    y DOUBLE,
-    PRIMARY KEY (run_id, cluster_id)
-);
-CREATE TABLE facet_breakdowns (
-    run_id VARCHAR NOT NULL,
-    cluster_id VARCHAR NOT NULL,
-    facet VARCHAR NOT NULL,
-    value VARCHAR NOT NULL,
-    n_users BIGINT NOT NULL,
-    n_conversations BIGINT NOT NULL,
-    PRIMARY KEY (run_id, cluster_id, facet, value)
-);
-"""
-
-_VIEWS = """
-CREATE VIEW top_clusters AS
-SELECT run_id, facet, level, cluster_id, parent_id, name, description, keywords,
-       n_users, n_conversations, share, concern_mean,
-       row_number() OVER (
-           PARTITION BY run_id, facet, level ORDER BY n_users DESC, n_conversations DESC, cluster_id
-       ) AS rank
-FROM clusters
-ORDER BY run_id, facet, level, rank;
-
-CREATE VIEW cluster_languages AS
-SELECT b.run_id, c.facet AS cluster_facet, c.level, b.cluster_id, c.name AS cluster_name,
-       b.value AS language, b.n_users, b.n_conversations,
-       b.n_conversations / c.n_conversations AS share_of_cluster
-FROM facet_breakdowns AS b
-JOIN clusters AS c ON c.run_id = b.run_id AND c.cluster_id = b.cluster_id
-WHERE b.facet = 'language'
-ORDER BY b.run_id, b.cluster_id, b.n_conversations DESC, language;
-
-CREATE VIEW concerning_clusters AS
-SELECT run_id, facet, level, cluster_id, parent_id, name, description, keywords,
-       n_users, n_conversations, share, concern_mean
-FROM clusters
-WHERE concern_mean >= 3
-ORDER BY concern_mean DESC, n_users DESC, run_id, cluster_id;
-
-CREATE VIEW latest_run_clusters AS
-SELECT run_id, facet, level, cluster_id, parent_id, name, description, keywords,
-       n_users, n_conversations, share, concern_mean, x, y
-FROM clusters
-WHERE run_id = (SELECT run_id FROM runs ORDER BY finished_at DESC, run_id DESC LIMIT 1)
-ORDER BY facet, level, cluster_id;
-"""
-
-_COMMENTS = {
-    ("VIEW", "run_changes"): RUN_CHANGES_COMMENT,
-    ("TABLE", "runs"): "One row per released run: when, with which config and thresholds, "
-    "input counts and LLM usage. Times are UTC.",
-    ("TABLE", "clusters"): "Released clusters of every run: one tree per facet (level 0 = base "
-    "clusters, parent_id NULL at the top). Every row has at least min_users distinct users and "
-    "min_conversations conversations.",
-    ("TABLE", "facet_breakdowns"): "Per released cluster, counts of a facet's values (e.g. "
-    "language, concern level); small cells are suppressed.",
-    ("COLUMN", "clusters.keywords"): "Distinctive keywords (class-based TF-IDF, counted by "
-    "distinct users).",
-    ("COLUMN", "clusters.share"): "n_conversations / the run's conversations with this facet.",
-    ("COLUMN", "clusters.concern_mean"): "Mean of the `concerning` facet (1-5) over members with "
-    "a valid value; NULL if none.",
-    ("COLUMN", "clusters.x"): "2-D map position (UMAP of the cluster's members).",
-    ("COLUMN", "clusters.y"): "2-D map position (UMAP of the cluster's members).",
-    ("VIEW", "top_clusters"): "Clusters per run, facet and level, largest first by distinct "
-    "users; `rank` is 1 for the largest.",
-    ("VIEW", "cluster_languages"): "Language breakdown of each cluster (facet_breakdowns where "
-    "facet = 'language'), with the cluster's name and the language's share of it.",
-    ("VIEW", "concerning_clusters"): "Clusters whose mean concern score is 3 or more, most "
-    "concerning first.",
-    ("VIEW", "latest_run_clusters"): "Clusters of the most recently finished run.",
-}
 
 
 def write_release(path: Path, run: RunRow, gate: GateResult) -> None:
@@ -223,45 +73,25 @@ def write_release(path: Path, run: RunRow, gate: GateResult) -> None:
             raise
 
 
-def read_only_connect(path: Path) -> duckdb.DuckDBPyConnection:
-    """Open the released store read-only, with file access disabled.
-
-    `enable_external_access=false` refuses file functions (`read_csv`, …),
-    ATTACH and COPY, so a query sees this store and nothing else on disk.
-    Open one connection per use and close it: DuckDB shares an open database
-    between connections of one process, and a long-lived connection would keep
-    reading the file that a later release replaced.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no released store at {path}")
-    connection = duckdb.connect(str(path), read_only=True, config={"enable_external_access": False})
-    connection.execute("SET enable_progress_bar = false")
-    return connection
-
-
 # -- building the new file ------------------------------------------------------
 
 
 def _build(
     connection: duckdb.DuckDBPyConnection, previous: Path, run: RunRow, gate: GateResult
 ) -> None:
-    connection.execute(_SCHEMA)
+    create_tables(connection)
     if previous.exists():
         _copy_previous_runs(connection, previous, run.run_id)
     _insert_run(connection, run)
-    _insert_clusters(connection, run.run_id, gate.clusters)
-    _insert_breakdowns(connection, run.run_id, gate.breakdowns)
-    connection.execute(_VIEWS)
-    connection.execute(RUN_CHANGES_VIEW)
-    for (kind, name), text in _COMMENTS.items():
-        connection.execute(f"COMMENT ON {kind} {name} IS {_sql_string(text)}")
+    _insert_rows(connection, "clusters", run.run_id, gate.clusters)
+    _insert_rows(connection, "facet_breakdowns", run.run_id, gate.breakdowns)
+    create_views(connection)
     connection.execute("CHECKPOINT")
 
 
 def _copy_previous_runs(connection: duckdb.DuckDBPyConnection, previous: Path, run_id: str) -> None:
     try:
-        connection.execute(f"ATTACH {_sql_string(str(previous))} AS previous (READ_ONLY)")
+        connection.execute(f"ATTACH {sql_string(str(previous))} AS previous (READ_ONLY)")
     except duckdb.Error as exc:
         raise RuntimeError(f"cannot open the previous release {previous}: {exc}") from exc
     try:
@@ -291,55 +121,29 @@ def _insert_run(connection: duckdb.DuckDBPyConnection, run: RunRow) -> None:
 
 # Rows go in column-wise through `unnest` of list parameters: DuckDB's
 # executemany inserts one row per statement (~1,000 rows/s measured here).
-def _insert_clusters(
-    connection: duckdb.DuckDBPyConnection, run_id: str, clusters: list[ReleasedCluster]
+def _insert_rows(
+    connection: duckdb.DuckDBPyConnection,
+    table: str,
+    run_id: str,
+    rows: Sequence[ReleasedCluster] | Sequence[ReleasedBreakdown],
 ) -> None:
-    connection.execute(
-        """
-        INSERT INTO clusters
-        SELECT $1, unnest($2::VARCHAR[]), unnest($3::INTEGER[]), unnest($4::VARCHAR[]),
-               unnest($5::VARCHAR[]), unnest($6::VARCHAR[]), unnest($7::VARCHAR[]),
-               unnest($8::VARCHAR[][]), unnest($9::BIGINT[]), unnest($10::BIGINT[]),
-               unnest($11::DOUBLE[]), unnest($12::DOUBLE[]), unnest($13::DOUBLE[]),
-               unnest($14::DOUBLE[])
-        """,
-        [
-            run_id,
-            [c.facet for c in clusters],
-            [c.level for c in clusters],
-            [c.cluster_id for c in clusters],
-            [c.parent_id for c in clusters],
-            [c.name for c in clusters],
-            [c.description for c in clusters],
-            [list(c.keywords) for c in clusters],
-            [c.n_users for c in clusters],
-            [c.n_conversations for c in clusters],
-            [c.share for c in clusters],
-            [c.concern_mean for c in clusters],
-            [c.x for c in clusters],
-            [c.y for c in clusters],
-        ],
+    """Insert one run's rows into `table`: its run_id, then one list per contract column."""
+    columns = TABLE_COLUMNS[table][1:]
+    types = dict(
+        connection.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() "
+            "WHERE schema_name = 'main' AND table_name = $1",
+            [table],
+        ).fetchall()
     )
+    casts = ", ".join(f"unnest(${i}::{types[c]}[])" for i, c in enumerate(columns, start=2))
+    values = [[_column_value(getattr(row, c)) for row in rows] for c in columns]
+    connection.execute(f"INSERT INTO {table} SELECT $1, {casts}", [run_id, *values])
 
 
-def _insert_breakdowns(
-    connection: duckdb.DuckDBPyConnection, run_id: str, breakdowns: list[ReleasedBreakdown]
-) -> None:
-    connection.execute(
-        """
-        INSERT INTO facet_breakdowns
-        SELECT $1, unnest($2::VARCHAR[]), unnest($3::VARCHAR[]), unnest($4::VARCHAR[]),
-               unnest($5::BIGINT[]), unnest($6::BIGINT[])
-        """,
-        [
-            run_id,
-            [b.cluster_id for b in breakdowns],
-            [b.facet for b in breakdowns],
-            [b.value for b in breakdowns],
-            [b.n_users for b in breakdowns],
-            [b.n_conversations for b in breakdowns],
-        ],
-    )
+def _column_value(value: object) -> object:
+    """A list column (keywords) goes in as a list, whatever sequence the row holds."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _validate(run: RunRow, gate: GateResult) -> None:
@@ -405,7 +209,3 @@ def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
         return moment
     return moment.astimezone(UTC).replace(tzinfo=None)
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

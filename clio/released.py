@@ -1,17 +1,43 @@
-"""The released store's contract: the rows that may leave the pipeline.
+"""The released store's contract (`insights.duckdb`): what may leave the pipeline.
 
-Everything written to `insights.duckdb` is one of these rows; the gate makes
-cluster and breakdown rows, the flow makes the run row, `clio.release` writes them.
+Everything in the released store is one of the rows below; the gate makes
+cluster and breakdown rows, the flow makes the run row, `clio.release` writes
+them (atomically, through `create_tables` and `create_views`), and `clio sql`
+and `clio.web` read them (through `read_only_connect`). Analysts' SQL depends
+on these names.
+
+Tables (the contract; columns may be added, never renamed or dropped):
+- `runs(run_id, started_at, finished_at, config_hash, min_users, min_conversations,
+  n_input, n_quarantined, n_conversations, llm_calls, llm_cached_calls,
+  input_tokens, output_tokens)` — times in UTC.
+- `clusters(run_id, facet, level, cluster_id, parent_id, name, description,
+  keywords, n_users, n_conversations, share, concern_mean, x, y)` — level 0 are
+  base clusters, `parent_id` is NULL at the top, `keywords` is VARCHAR[].
+- `facet_breakdowns(run_id, cluster_id, facet, value, n_users, n_conversations)`.
+
+Views: `top_clusters`, `cluster_languages`, `concerning_clusters`,
+`latest_run_clusters`, `run_changes` (see `_VIEWS`; each carries a COMMENT,
+readable with `SELECT view_name, comment FROM duckdb_views()`).
+
+A row type holds its table's columns in the table's order, but for the
+`run_id` of clusters and breakdowns: those rows are made, written and read one
+run at a time, so their run is the context (the run row's `run_id` when
+written, the query's when read), not a field of each row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from pathlib import Path
+
+import duckdb
 
 
 @dataclass(frozen=True)
 class RunRow:
+    """A row of `runs`: one released run."""
+
     run_id: str
     started_at: datetime
     finished_at: datetime
@@ -28,7 +54,15 @@ class RunRow:
 
 
 @dataclass(frozen=True)
-class ReleasedCluster:
+class ClusterNode:
+    """A described node of a facet's cluster tree: what a released cluster row begins with.
+
+    The private store keeps the same node with a centroid (`clio.store.BuildNode`)
+    so an incremental run can extend a built tree. A field added here is added
+    to both, and is a new column of `clusters` (which may gain columns, never
+    lose or rename them).
+    """
+
     facet: str
     level: int
     cluster_id: str
@@ -36,6 +70,12 @@ class ReleasedCluster:
     name: str
     description: str
     keywords: list[str]
+
+
+@dataclass(frozen=True)
+class ReleasedCluster(ClusterNode):
+    """A row of `clusters` without its `run_id`: the node, its counts and its map position."""
+
     n_users: int
     n_conversations: int
     share: float
@@ -46,8 +86,237 @@ class ReleasedCluster:
 
 @dataclass(frozen=True)
 class ReleasedBreakdown:
+    """A row of `facet_breakdowns` without its `run_id`."""
+
     cluster_id: str
     facet: str
     value: str
     n_users: int
     n_conversations: int
+
+
+def _columns(row_type: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(row_type))
+
+
+RUNS_COLUMNS = _columns(RunRow)
+CLUSTERS_COLUMNS = ("run_id", *_columns(ReleasedCluster))
+BREAKDOWNS_COLUMNS = ("run_id", *_columns(ReleasedBreakdown))
+TABLE_COLUMNS = {
+    "runs": RUNS_COLUMNS,
+    "clusters": CLUSTERS_COLUMNS,
+    "facet_breakdowns": BREAKDOWNS_COLUMNS,
+}
+TABLES = tuple(TABLE_COLUMNS)
+VIEWS = (
+    "top_clusters",
+    "cluster_languages",
+    "concerning_clusters",
+    "latest_run_clusters",
+    "run_changes",
+)
+
+_TABLES = """
+CREATE TABLE runs (
+    run_id VARCHAR PRIMARY KEY,
+    started_at TIMESTAMP NOT NULL,
+    finished_at TIMESTAMP NOT NULL,
+    config_hash VARCHAR NOT NULL,
+    min_users INTEGER NOT NULL,
+    min_conversations INTEGER NOT NULL,
+    n_input BIGINT NOT NULL,
+    n_quarantined BIGINT NOT NULL,
+    n_conversations BIGINT NOT NULL,
+    llm_calls BIGINT NOT NULL,
+    llm_cached_calls BIGINT NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL
+);
+CREATE TABLE clusters (
+    run_id VARCHAR NOT NULL,
+    facet VARCHAR NOT NULL,
+    level INTEGER NOT NULL,
+    cluster_id VARCHAR NOT NULL,
+    parent_id VARCHAR,
+    name VARCHAR NOT NULL,
+    description VARCHAR NOT NULL,
+    keywords VARCHAR[] NOT NULL,
+    n_users BIGINT NOT NULL,
+    n_conversations BIGINT NOT NULL,
+    share DOUBLE NOT NULL,
+    concern_mean DOUBLE,
+    x DOUBLE,
+    y DOUBLE,
+    PRIMARY KEY (run_id, cluster_id)
+);
+CREATE TABLE facet_breakdowns (
+    run_id VARCHAR NOT NULL,
+    cluster_id VARCHAR NOT NULL,
+    facet VARCHAR NOT NULL,
+    value VARCHAR NOT NULL,
+    n_users BIGINT NOT NULL,
+    n_conversations BIGINT NOT NULL,
+    PRIMARY KEY (run_id, cluster_id, facet, value)
+);
+"""
+
+# `run_changes` compares each run with the run that finished before it, cluster
+# id by cluster id (ids recur across runs; a name may differ between runs, so
+# both names are given).
+_VIEWS = """
+CREATE VIEW top_clusters AS
+SELECT run_id, facet, level, cluster_id, parent_id, name, description, keywords,
+       n_users, n_conversations, share, concern_mean,
+       row_number() OVER (
+           PARTITION BY run_id, facet, level ORDER BY n_users DESC, n_conversations DESC, cluster_id
+       ) AS rank
+FROM clusters
+ORDER BY run_id, facet, level, rank;
+
+CREATE VIEW cluster_languages AS
+SELECT b.run_id, c.facet AS cluster_facet, c.level, b.cluster_id, c.name AS cluster_name,
+       b.value AS language, b.n_users, b.n_conversations,
+       b.n_conversations / c.n_conversations AS share_of_cluster
+FROM facet_breakdowns AS b
+JOIN clusters AS c ON c.run_id = b.run_id AND c.cluster_id = b.cluster_id
+WHERE b.facet = 'language'
+ORDER BY b.run_id, b.cluster_id, b.n_conversations DESC, language;
+
+CREATE VIEW concerning_clusters AS
+SELECT run_id, facet, level, cluster_id, parent_id, name, description, keywords,
+       n_users, n_conversations, share, concern_mean
+FROM clusters
+WHERE concern_mean >= 3
+ORDER BY concern_mean DESC, n_users DESC, run_id, cluster_id;
+
+CREATE VIEW latest_run_clusters AS
+SELECT run_id, facet, level, cluster_id, parent_id, name, description, keywords,
+       n_users, n_conversations, share, concern_mean, x, y
+FROM clusters
+WHERE run_id = (SELECT run_id FROM runs ORDER BY finished_at DESC, run_id DESC LIMIT 1)
+ORDER BY facet, level, cluster_id;
+
+CREATE VIEW run_changes AS
+WITH ordered AS (
+    SELECT run_id, lag(run_id) OVER (ORDER BY finished_at, run_id) AS previous_run_id
+    FROM runs
+),
+pairs AS (
+    SELECT run_id, previous_run_id FROM ordered WHERE previous_run_id IS NOT NULL
+),
+now AS (
+    SELECT p.run_id, p.previous_run_id, c.facet, c.level, c.cluster_id, c.name,
+           c.n_users, c.n_conversations, c.share, c.concern_mean
+    FROM pairs AS p JOIN clusters AS c ON c.run_id = p.run_id
+),
+before AS (
+    SELECT p.run_id, p.previous_run_id, c.facet, c.level, c.cluster_id, c.name,
+           c.n_users, c.n_conversations, c.share, c.concern_mean
+    FROM pairs AS p JOIN clusters AS c ON c.run_id = p.previous_run_id
+)
+SELECT coalesce(now.run_id, before.run_id) AS run_id,
+       coalesce(now.previous_run_id, before.previous_run_id) AS previous_run_id,
+       coalesce(now.facet, before.facet) AS facet,
+       coalesce(now.level, before.level) AS level,
+       coalesce(now.cluster_id, before.cluster_id) AS cluster_id,
+       CASE WHEN before.cluster_id IS NULL THEN 'new'
+            WHEN now.cluster_id IS NULL THEN 'gone'
+            ELSE 'kept' END AS status,
+       now.name AS name,
+       before.name AS previous_name,
+       now.n_users AS n_users,
+       before.n_users AS previous_n_users,
+       coalesce(now.n_users, 0) - coalesce(before.n_users, 0) AS n_users_change,
+       now.n_conversations AS n_conversations,
+       before.n_conversations AS previous_n_conversations,
+       coalesce(now.n_conversations, 0) - coalesce(before.n_conversations, 0)
+           AS n_conversations_change,
+       now.share AS share,
+       before.share AS previous_share,
+       coalesce(now.share, 0) - coalesce(before.share, 0) AS share_change,
+       now.concern_mean AS concern_mean,
+       before.concern_mean AS previous_concern_mean,
+       now.concern_mean - before.concern_mean AS concern_change
+FROM now
+FULL OUTER JOIN before
+    ON now.run_id = before.run_id AND now.cluster_id = before.cluster_id
+       AND now.facet = before.facet
+ORDER BY run_id, facet, level, abs(n_users_change) DESC, cluster_id
+"""
+
+_COMMENTS = {
+    ("VIEW", "run_changes"): "Each run against the run that finished before it, per cluster "
+    "id: status 'new' (released now, not before), 'gone' (released before, not now: merged, "
+    "renamed or below the thresholds), 'kept'; the figures of both runs and their change (now "
+    "minus before; a missing side counts as 0 for sizes and NULL for concern). The first run "
+    "has no rows.",
+    ("TABLE", "runs"): "One row per released run: when, with which config and thresholds, "
+    "input counts and LLM usage. Times are UTC.",
+    ("TABLE", "clusters"): "Released clusters of every run: one tree per facet (level 0 = base "
+    "clusters, parent_id NULL at the top). Every row has at least min_users distinct users and "
+    "min_conversations conversations.",
+    ("TABLE", "facet_breakdowns"): "Per released cluster, counts of a facet's values (e.g. "
+    "language, concern level); small cells are suppressed.",
+    ("COLUMN", "clusters.keywords"): "Distinctive keywords (class-based TF-IDF, counted by "
+    "distinct users).",
+    ("COLUMN", "clusters.share"): "n_conversations / the run's conversations with this facet.",
+    ("COLUMN", "clusters.concern_mean"): "Mean of the `concerning` facet (1-5) over members with "
+    "a valid value; NULL if none.",
+    ("COLUMN", "clusters.x"): "2-D map position (UMAP of the cluster's members).",
+    ("COLUMN", "clusters.y"): "2-D map position (UMAP of the cluster's members).",
+    ("VIEW", "top_clusters"): "Clusters per run, facet and level, largest first by distinct "
+    "users; `rank` is 1 for the largest.",
+    ("VIEW", "cluster_languages"): "Language breakdown of each cluster (facet_breakdowns where "
+    "facet = 'language'), with the cluster's name and the language's share of it.",
+    ("VIEW", "concerning_clusters"): "Clusters whose mean concern score is 3 or more, most "
+    "concerning first.",
+    ("VIEW", "latest_run_clusters"): "Clusters of the most recently finished run.",
+}
+
+
+def create_tables(connection: duckdb.DuckDBPyConnection) -> None:
+    """Create the three contract tables, empty, in a new database."""
+    connection.execute(_TABLES)
+
+
+def create_views(connection: duckdb.DuckDBPyConnection) -> None:
+    """Create the views over the tables, then COMMENT every table, column and view."""
+    connection.execute(_VIEWS)
+    for (kind, name), text in _COMMENTS.items():
+        connection.execute(f"COMMENT ON {kind} {name} IS {sql_string(text)}")
+
+
+def read_only_connect(path: Path, writable: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the released store read-only, with file access disabled.
+
+    `enable_external_access=false` refuses file functions (`read_csv`, …),
+    ATTACH and COPY, so a query sees this store and nothing else on disk.
+    `writable` names the one file a `COPY … TO` may still write (DuckDB's
+    `allowed_paths`, which can only be set before file access is disabled).
+    Open one connection per use and close it: DuckDB shares an open database
+    between connections of one process, and a long-lived connection would keep
+    reading the file that a later release replaced.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no released store at {path}")
+    if writable is None:
+        connection = duckdb.connect(
+            str(path), read_only=True, config={"enable_external_access": False}
+        )
+        connection.execute("SET enable_progress_bar = false")
+        return connection
+    connection = duckdb.connect(str(path), read_only=True)
+    try:
+        connection.execute("SET enable_progress_bar = false")
+        connection.execute(f"SET allowed_paths = [{sql_string(str(writable))}]")
+        connection.execute("SET enable_external_access = false")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def sql_string(text: str) -> str:
+    """`text` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"

@@ -1,9 +1,9 @@
 """Read-only SQL over the released store (`clio sql`).
 
-The real guard is the connection: `read_only_connect` opens the store with
-`read_only=True` and file access disabled, so DuckDB itself refuses writes,
-ATTACH, COPY and file functions. `write_parquet` allows exactly one file, its
-output, before disabling file access. The statement check below only gives a clear
+The real guard is the connection: `clio.released.read_only_connect` opens the
+store with `read_only=True` and file access disabled, so DuckDB itself refuses
+writes, ATTACH, COPY and file functions. `write_parquet` allows exactly one
+file, its output. The statement check below only gives a clear
 message before DuckDB would refuse, using DuckDB's own parser.
 """
 
@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import duckdb
 
-from clio.release import read_only_connect
+from clio.released import read_only_connect, sql_string
 
 Format = Literal["table", "csv", "json"]
 
@@ -115,14 +115,11 @@ def write_parquet(db: Path, sql: str, out_path: Path) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     temp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     query = statement.query.strip().rstrip(";")
-    connection = duckdb.connect(str(db), read_only=True)
+    connection = read_only_connect(db, writable=temp)
     try:
-        connection.execute("SET enable_progress_bar = false")
-        connection.execute(f"SET allowed_paths = [{_sql_string(str(temp))}]")
-        connection.execute("SET enable_external_access = false")
         # The newline ends a trailing `--` comment inside the query.
         (count,) = connection.execute(
-            f"COPY (\n{query}\n) TO {_sql_string(str(temp))} (FORMAT parquet)"
+            f"COPY (\n{query}\n) TO {sql_string(str(temp))} (FORMAT parquet)"
         ).fetchone() or (0,)
         connection.close()
         os.replace(temp, out_path)
@@ -130,10 +127,6 @@ def write_parquet(db: Path, sql: str, out_path: Path) -> int:
         connection.close()
         temp.unlink(missing_ok=True)
     return int(count)
-
-
-def _sql_string(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: Format) -> str:

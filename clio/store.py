@@ -21,6 +21,7 @@ import duckdb
 import numpy as np
 
 from clio.records import Cluster, FacetValue, Message, QuarantineRecord, ScrubbedConversation
+from clio.released import ClusterNode
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -135,16 +136,9 @@ _SHARD_MERGE = {
 
 
 @dataclass(frozen=True)
-class BuildNode:
+class BuildNode(ClusterNode):
     """One node of a full build's tree, kept so incremental runs can extend it."""
 
-    facet: str
-    level: int
-    cluster_id: str
-    parent_id: str | None
-    name: str
-    description: str
-    keywords: list[str]
     x: float | None
     y: float | None
     centroid: np.ndarray | None  # base clusters only: unit-length mean of member vectors

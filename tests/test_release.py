@@ -18,8 +18,8 @@ from clio.config import PrivacyConfig
 from clio.gate import GateResult, apply_gate
 from clio.manifest import write_manifest
 from clio.records import Cluster
-from clio.release import read_only_connect, write_release
-from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow
+from clio.release import write_release
+from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow, read_only_connect
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -344,9 +344,8 @@ from datetime import datetime
 from pathlib import Path
 
 from clio.gate import GateResult
-from clio.released import ReleasedBreakdown, ReleasedCluster
 from clio.release import write_release
-from clio.released import RunRow
+from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow
 
 n_cells = int(sys.argv[2])
 clusters = [

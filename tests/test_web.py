@@ -24,7 +24,7 @@ from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow
 from clio.web import model
 from clio.web.app import SECURITY_HEADERS, create_app
 from clio.web.export import export_html, script_json
-from clio.web.released import ClusterRow, NotAReleasedStore, ReleasedStore
+from clio.web.released import NotAReleasedStore, ReleasedStore
 from tests.web_fixtures import NEW_IN_SECOND_RUN, Release, build_release, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,7 +258,7 @@ def test_map_draws_clusters_sized_by_users_and_linked(client, release):
 
 
 def test_map_points_fit_the_box_and_labels_do_not_overlap(release):
-    rows = [_row(c) for c in release.clusters().values()]
+    rows = list(release.clusters().values())
     points = model.map_points(rows, "request", 0)
     for p in points:
         assert p.r <= p.cx <= model.MAP_WIDTH - p.r
@@ -287,15 +287,11 @@ def test_search_route_finds_by_name_keyword_and_description(client, release):
     assert "0 clusters match" in html.unescape(nothing)
 
 
-def _row(c: ReleasedCluster, run_id: str = "r") -> ClusterRow:
-    return ClusterRow(run_id, c.facet, c.level, c.cluster_id, c.parent_id, c.name, c.description,
-                      tuple(c.keywords), c.n_users, c.n_conversations, c.share, c.concern_mean,
-                      c.x, c.y)  # fmt: skip
-
-
-def _made(cid: str, name: str, keywords=(), description="", users=10, concern=None) -> ClusterRow:
-    return ClusterRow("r", "request", 0, cid, None, name, description, tuple(keywords), users,
-                      users, 0.1, concern, None, None)  # fmt: skip
+def _made(
+    cid: str, name: str, keywords=(), description="", users=10, concern=None
+) -> ReleasedCluster:
+    return ReleasedCluster("request", 0, cid, None, name, description, list(keywords), users,
+                           users, 0.1, concern, None, None)  # fmt: skip
 
 
 SEARCHABLE = [
@@ -594,9 +590,7 @@ def test_breakdown_cells_of_a_cluster_become_ordered_charts():
         ReleasedBreakdown("k", "language", "en", 12, 12),
         ReleasedBreakdown("k", "task_type", "code", 7, 8),
     ]
-    from clio.web.released import BreakdownRow
-
-    charts = model.breakdown_charts(cluster, [BreakdownRow(*vars(c).values()) for c in cells])
+    charts = model.breakdown_charts(cluster, cells)
     assert [(chart.facet, chart.title) for chart in charts] == [
         ("language", "Language"),
         ("concerning", "Concern level"),

@@ -22,8 +22,9 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from clio.released import RunRow
 from clio.web import model
-from clio.web.released import NotAReleasedStore, ReleasedStore, Run
+from clio.web.released import NotAReleasedStore, ReleasedStore
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -275,8 +276,8 @@ def create_app(db_path: Path | str, allowed_hosts: Sequence[str] | None = None) 
 
 @dataclass(frozen=True)
 class PickedRun:
-    runs: list[Run]
-    run: Run | None
+    runs: list[RunRow]
+    run: RunRow | None
 
     def context(self, path: str, keep: dict[str, Any]) -> dict[str, Any]:
         """What the layout needs: the run picker (which stays on `path` with `keep`)."""

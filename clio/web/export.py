@@ -20,9 +20,10 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from clio.released import ReleasedCluster
 from clio.web import model
 from clio.web.app import TEMPLATES_DIR, static_file
-from clio.web.released import ClusterRow, ReleasedStore
+from clio.web.released import ReleasedStore
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def script_json(data: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _cluster(c: ClusterRow) -> dict[str, Any]:
+def _cluster(c: ReleasedCluster) -> dict[str, Any]:
     return {
         "id": c.cluster_id,
         "facet": c.facet,

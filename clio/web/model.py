@@ -1,6 +1,6 @@
 """What the pages show, computed from released rows: trees, filters, search, charts, map.
 
-Plain functions over `clio.web.released` rows, shared by the server's pages
+Plain functions over `clio.released` rows, shared by the server's pages
 and the exported file's data. `clio/web/static/export.js` mirrors `build_forest` and
 `search_clusters` for the exported file; keep them in step.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from clio.web.released import BreakdownRow, ClusterRow
+from clio.released import ReleasedBreakdown, ReleasedCluster
 
 SortKey = Literal["users", "conversations", "concern", "name"]
 SORT_KEYS: tuple[SortKey, ...] = ("users", "conversations", "concern", "name")
@@ -56,7 +56,7 @@ def concern_text(mean: float | None) -> str:
 
 @dataclass
 class TreeNode:
-    cluster: ClusterRow
+    cluster: ReleasedCluster
     depth: int
     matches: bool = True  # False: shown only because a descendant matches the filter
     children: list[TreeNode] = field(default_factory=list)
@@ -72,7 +72,7 @@ class TreeFilter:
     def active(self) -> bool:
         return self.min_users > 0 or self.min_concern is not None
 
-    def accepts(self, cluster: ClusterRow) -> bool:
+    def accepts(self, cluster: ReleasedCluster) -> bool:
         if cluster.n_users < self.min_users:
             return False
         if self.min_concern is None:
@@ -80,7 +80,7 @@ class TreeFilter:
         return cluster.concern_mean is not None and cluster.concern_mean >= self.min_concern
 
 
-def sort_clusters(clusters: Iterable[ClusterRow], key: SortKey) -> list[ClusterRow]:
+def sort_clusters(clusters: Iterable[ReleasedCluster], key: SortKey) -> list[ReleasedCluster]:
     """Largest (or most concerning) first; name ascending; ties by id so order is stable."""
     if key == "name":
         return sorted(clusters, key=lambda c: (c.name.casefold(), c.cluster_id))
@@ -100,11 +100,11 @@ def sort_clusters(clusters: Iterable[ClusterRow], key: SortKey) -> list[ClusterR
 
 
 def build_forest(
-    clusters: Sequence[ClusterRow], tree_filter: TreeFilter = TreeFilter()
+    clusters: Sequence[ReleasedCluster], tree_filter: TreeFilter = TreeFilter()
 ) -> dict[str, list[TreeNode]]:
     """One tree per facet (facets by name). With a filter, a cluster is kept if it or
     any descendant passes; kept clusters that fail it themselves have `matches=False`."""
-    by_parent: dict[str | None, list[ClusterRow]] = defaultdict(list)
+    by_parent: dict[str | None, list[ReleasedCluster]] = defaultdict(list)
     ids = {c.cluster_id for c in clusters}
     for cluster in clusters:
         # A parent missing from the release cannot happen (the gate releases parents
@@ -112,7 +112,7 @@ def build_forest(
         parent = cluster.parent_id if cluster.parent_id in ids else None
         by_parent[parent].append(cluster)
 
-    def grow(cluster: ClusterRow, depth: int) -> TreeNode | None:
+    def grow(cluster: ReleasedCluster, depth: int) -> TreeNode | None:
         children = [
             node
             for child in sort_clusters(by_parent.get(cluster.cluster_id, []), tree_filter.sort)
@@ -131,9 +131,9 @@ def build_forest(
     return dict(sorted(forest.items()))
 
 
-def ancestors(cluster: ClusterRow, by_id: dict[str, ClusterRow]) -> list[ClusterRow]:
+def ancestors(cluster: ReleasedCluster, by_id: dict[str, ReleasedCluster]) -> list[ReleasedCluster]:
     """Parent chain, top first."""
-    chain: list[ClusterRow] = []
+    chain: list[ReleasedCluster] = []
     seen = {cluster.cluster_id}
     parent_id = cluster.parent_id
     while parent_id is not None and parent_id in by_id and parent_id not in seen:
@@ -147,14 +147,14 @@ def ancestors(cluster: ClusterRow, by_id: dict[str, ClusterRow]) -> list[Cluster
 # -- search ---------------------------------------------------------------------------
 
 
-def search_clusters(clusters: Iterable[ClusterRow], query: str) -> list[ClusterRow]:
+def search_clusters(clusters: Iterable[ReleasedCluster], query: str) -> list[ReleasedCluster]:
     """Clusters whose name, keywords or description contain every word of `query`
     (case-insensitive); name matches first, then keyword, then description matches,
     each by distinct users."""
     words = query.casefold().split()
     if not words:
         return []
-    ranked: list[tuple[int, int, str, ClusterRow]] = []
+    ranked: list[tuple[int, int, str, ReleasedCluster]] = []
     for cluster in clusters:
         name = cluster.name.casefold()
         keywords = " ".join(cluster.keywords).casefold()
@@ -200,10 +200,10 @@ def language_name(code: str) -> str:
     return f"{language.name.title()} ({code})"
 
 
-def breakdown_charts(cluster: ClusterRow, cells: Iterable[BreakdownRow]) -> list[Chart]:
+def breakdown_charts(cluster: ReleasedCluster, cells: Iterable[ReleasedBreakdown]) -> list[Chart]:
     """One bar chart per breakdown facet: language first, concern next, then by name.
     Concern levels run 1 to 5; other values largest first."""
-    by_facet: dict[str, list[BreakdownRow]] = defaultdict(list)
+    by_facet: dict[str, list[ReleasedBreakdown]] = defaultdict(list)
     for cell in cells:
         by_facet[cell.facet].append(cell)
     order = {LANGUAGE_FACET: 0, CONCERN_FACET: 1}
@@ -265,7 +265,7 @@ LABEL_HEIGHT = 14.0
 
 @dataclass(frozen=True)
 class MapPoint:
-    cluster: ClusterRow
+    cluster: ReleasedCluster
     cx: float
     cy: float
     r: float
@@ -274,7 +274,7 @@ class MapPoint:
     label_y: float = 0.0
 
 
-def map_levels(clusters: Iterable[ClusterRow]) -> dict[str, list[int]]:
+def map_levels(clusters: Iterable[ReleasedCluster]) -> dict[str, list[int]]:
     """Per facet, the levels whose clusters have map positions."""
     levels: dict[str, set[int]] = defaultdict(set)
     for cluster in clusters:
@@ -284,7 +284,7 @@ def map_levels(clusters: Iterable[ClusterRow]) -> dict[str, list[int]]:
 
 
 def map_points(
-    clusters: Iterable[ClusterRow], facet: str, level: int, n_labels: int = 14
+    clusters: Iterable[ReleasedCluster], facet: str, level: int, n_labels: int = 14
 ) -> list[MapPoint]:
     """Positions scaled into the SVG box (y up), radius by sqrt of distinct users,
     largest drawn first so small circles stay clickable. Up to `n_labels` of the
