@@ -1335,7 +1335,3 @@ def install_recognizers(
         registry.add_recognizer(recognizer)
     for name in disabled:
         registry.remove_recognizer(name)
-
-
-def recognizer_names(registry: RecognizerRegistry) -> list[str]:
-    return sorted({r.name for r in registry.recognizers})

