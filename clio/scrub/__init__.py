@@ -33,7 +33,6 @@ from lingua import IsoCode639_1, LanguageDetectorBuilder
 from presidio_analyzer import (
     AnalyzerEngine,
     BatchAnalyzerEngine,
-    RecognizerRegistry,
     RecognizerResult,
 )
 from presidio_analyzer.chunkers import CharacterBasedTextChunker
@@ -48,15 +47,9 @@ from spacy.tokens import Doc
 from clio.config import ScrubConfig
 from clio.progress import Progress
 from clio.pseudonym import pseudonymize
-from clio.recognizers import (
-    RECOGNIZERS_VERSION,
-    extra_recognizers,
-    install_recognizers,
-    is_wordlike_name,
-    name_parts,
-    ner_person_label,
-)
 from clio.records import Conversation, Message, QuarantineRecord, ScrubbedConversation
+from clio.scrub.recognizers.names import is_wordlike_name, name_parts, ner_person_label
+from clio.scrub.recognizers.registry import build_registry, recognizers_version
 
 _log = logging.getLogger("clio.scrub")
 
@@ -175,23 +168,8 @@ def create_analyzer(language: str = "en", disabled: tuple[str, ...] = ()) -> Ana
     recognizers named in `disabled` are left out."""
     _check_language(language)
     nlp_engine = _nlp_engine(language)
-    registry = RecognizerRegistry(supported_languages=[language])
-    presidio_log = logging.getLogger("presidio-analyzer")
-    level = presidio_log.level
-    presidio_log.setLevel(logging.ERROR)  # one warning per recognizer of another language
-    try:
-        registry.load_predefined_recognizers(languages=[language], nlp_engine=nlp_engine)
-    finally:
-        presidio_log.setLevel(level)
-    unknown = sorted(set(disabled) - {r.name for r in registry.recognizers} - _extra_names())
-    if unknown:
-        raise ValueError(f"scrub.disabled_recognizers has unknown recognizers {unknown}")
-    install_recognizers(registry, language, disabled)
+    registry = build_registry(language, nlp_engine, disabled)
     return AnalyzerEngine(registry=registry, nlp_engine=nlp_engine, supported_languages=[language])
-
-
-def _extra_names() -> set[str]:
-    return {r.name for r in extra_recognizers("en")} | {"PhoneRecognizer"}
 
 
 # Loading spaCy and compiling the recognizers takes seconds: once per process and setting.
@@ -375,7 +353,7 @@ def _identifier(config: ScrubConfig, entities: list[str], languages: list[str]) 
     models = "+".join(_model_version(language) for language in languages)
     return (
         f"presidio-{metadata.version('presidio-analyzer')}+{models}"
-        f"+recognizers-{RECOGNIZERS_VERSION}+{digest[:12]}"
+        f"+recognizers-{recognizers_version()}+{digest[:12]}"
     )
 
 
