@@ -68,7 +68,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     # Imported here, not at the top: a spawned scrub worker imports this script again, and
-    # should not load Presidio before it has set itself up (see clio.scrub._WORKER_START).
+    # should not load Presidio before it has set itself up (see
+    # clio.scrub.parallel._WORKER_START).
     from clio.config import IngestConfig, ScrubConfig
     from clio.ingest import ingest, sample_path
     from clio.scrub import build_scrubber, scrub_conversations

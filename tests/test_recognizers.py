@@ -7,22 +7,25 @@ default scrub config, so a recognizer that is not registered fails here too.
 import pytest
 
 from clio.config import ScrubConfig
-from clio.recognizers import (
-    RECOGNIZERS_VERSION,
+from clio.scrub import PresidioScrubber, build_scrubber
+from clio.scrub.recognizers.gazetteers import (
     common_words,
     everyday_words,
-    find_person_names,
-    find_places,
     given_names,
     is_english_word,
-    is_wordlike_name,
     lowercase_given_names,
-    name_parts,
-    ner_person_label,
     place_names,
     surnames_list,
 )
-from clio.scrub import PresidioScrubber, build_scrubber
+from clio.scrub.recognizers.names import is_wordlike_name, name_parts, ner_person_label
+from clio.scrub.recognizers.person_names import find_person_names
+from clio.scrub.recognizers.places import find_places
+from clio.scrub.recognizers.registry import (
+    RECOGNIZERS,
+    clio_recognizer_names,
+    recognizers_version,
+    version_of,
+)
 
 
 @pytest.fixture(scope="module")
@@ -244,7 +247,24 @@ def test_replaced_builtins_are_gone_and_extras_are_active(scrubber):
         "USERNAME",
     ):
         assert entity_type in scrubber.entities
-    assert f"recognizers-{RECOGNIZERS_VERSION}" in scrubber.identifier
+    assert f"recognizers-{recognizers_version()}" in scrubber.identifier
+
+
+def test_every_registered_recognizer_is_installed(scrubber):
+    names = {r.name for r in scrubber._analyzers["en"].registry.recognizers}
+    assert {make("en").name for make in RECOGNIZERS} <= names
+    assert clio_recognizer_names() <= names
+
+
+def test_recognizers_version_is_derived_from_source_and_data():
+    sources, data = {"a.py": b"x = 1\n", "b.py": b"y = 2\n"}, {"names": "0.3.0"}
+    version = version_of(sources, data)
+    assert len(version) == 12 and int(version, 16) >= 0
+    assert version_of(dict(reversed(sources.items())), data) == version
+    assert version_of({**sources, "a.py": b"x = 2\n"}, data) != version
+    assert version_of({**sources, "c.py": b""}, data) != version
+    assert version_of(sources, {"names": "0.4.0"}) != version
+    assert recognizers_version() == recognizers_version()
 
 
 @pytest.mark.parametrize(

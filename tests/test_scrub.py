@@ -20,13 +20,13 @@ from clio.scrub import (
     Span,
     apply_placeholders,
     build_scrubber,
-    create_analyzer,
     join_address_parts,
     propagate_values,
     resolve_overlaps,
     scrub_conversations,
     scrub_workers,
 )
+from clio.scrub.presidio import create_analyzer
 
 KEY = "test-key"
 SAMPLE = Path(__file__).parents[1] / "clio" / "samples" / "hh_rlhf_harmless_base_test.jsonl.gz"
