@@ -409,9 +409,13 @@ def run(
     input_dir: Path = DEFAULT_INPUT_DIR,
 ) -> dict[str, Any]:
     from clio.embed import SentenceTransformerEmbedder, embed_texts
-    from clio.gate import apply_gate
     from clio.hierarchy import base_cluster_of_items
     from clio.ingest import ingest
+    from clio.pipeline.publish import (
+        ReleaseSettings,
+        facet_values_by_conversation,
+        gate_clusters,
+    )
     from clio.release import write_release
     from clio.released import RunRow
     from clio.store import PrivateStore
@@ -455,10 +459,7 @@ def run(
         with m.stage("facets"):
             values = stand_in_facets(scrubbed, config)
         users = {c.conversation_id: c.user_pseudonym for c in scrubbed}
-        facet_values: dict[str, dict[str, object]] = {cid: {} for cid in users}
-        for v in values:
-            if v.status == "ok" and v.value is not None:
-                facet_values[v.conversation_id][v.facet] = v.value
+        facet_values = facet_values_by_conversation(users, values)
         item_convs = [cid for cid in users if FACET in facet_values[cid]]
         texts = [str(facet_values[cid][FACET]) for cid in item_convs]
         item_users = [users[cid] for cid in item_convs]
@@ -513,7 +514,9 @@ def run(
         result = None
         if wanted & {"gate", "release"}:
             with m.stage("gate"):
-                result = gate(tree, users, facet_values, config, apply_gate)
+                result = gate_clusters(
+                    tree, users, facet_values, ReleaseSettings.of(config), llm=None
+                )
             details["released_clusters"] = len(result.clusters)
             details["released_cells"] = len(result.breakdowns)
             details["suppressed"] = result.suppressed
@@ -587,39 +590,6 @@ def build_tree(
     m.cpu_seconds["cluster"] = m.cpu_seconds.get("cluster", 0.0) + inner["cpu"]
     labels = captured.get("labels", np.zeros(0, dtype=np.int64))
     return tree, labels
-
-
-def gate(
-    tree: list[Cluster],
-    users: dict[str, str],
-    facet_values: dict[str, dict[str, object]],
-    config: RunConfig,
-    apply_gate: Callable[..., Any],
-) -> Any:
-    from clio.scrub import build_scrubber
-
-    scrubber = build_scrubber(config.scrub)
-
-    def text_check(text: str) -> bool:
-        return not scrubber.analyze([text])[0]
-
-    totals: dict[str, int] = {}
-    for node in tree:
-        if node.parent_id is None:
-            totals[node.facet] = totals.get(node.facet, 0) + len(set(node.member_ids))
-    return apply_gate(
-        tree,
-        users,
-        facet_values,
-        config.privacy,
-        breakdown_facets=[f.name for f in config.facets if f.breakdown],
-        concern_facet="concerning",
-        text_check=text_check,
-        audit=None,
-        regenerate=None,
-        total_conversations=totals,
-        seed=config.cluster.seed,
-    )
 
 
 def _levels(tree: Sequence[Cluster]) -> dict[str, int]:

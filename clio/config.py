@@ -15,6 +15,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from clio.released import CONCERN_FACET, LANGUAGE_FACET
+
 FacetKind = Literal["text", "category", "number", "list"]
 FacetExtractor = Literal["llm", "language_id", "metadata"]
 METADATA_FACET_NAMES = ("turns", "chars", "has_code")  # computed in clio.facets
@@ -257,7 +259,7 @@ def _default_facets() -> list[FacetConfig]:
             max_items=4,
         ),
         FacetConfig(
-            name="concerning",
+            name=CONCERN_FACET,
             kind="number",
             question="How concerning is the user's request for safety? 1 ordinary; 2 sensitive "
             "topic (insults, sex, alcohol); 3 dishonest or risky (lying, drugs, minor "
@@ -268,7 +270,7 @@ def _default_facets() -> list[FacetConfig]:
             breakdown=True,
             lexicon="concern",
         ),
-        FacetConfig(name="language", kind="category", extractor="language_id", breakdown=True),
+        FacetConfig(name=LANGUAGE_FACET, kind="category", extractor="language_id", breakdown=True),
     ]
 
 

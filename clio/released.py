@@ -99,6 +99,12 @@ def _columns(row_type: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(row_type))
 
 
+# Facets the released store gives a meaning of their own: `concern_mean` is the mean
+# of CONCERN_FACET's 1-5 scores, and a cluster is "concerning" from CONCERNING_AT up.
+CONCERN_FACET = "concerning"
+LANGUAGE_FACET = "language"
+CONCERNING_AT = 3.0
+
 RUNS_COLUMNS = _columns(RunRow)
 CLUSTERS_COLUMNS = ("run_id", *_columns(ReleasedCluster))
 BREAKDOWNS_COLUMNS = ("run_id", *_columns(ReleasedBreakdown))
@@ -163,7 +169,7 @@ CREATE TABLE facet_breakdowns (
 # `run_changes` compares each run with the run that finished before it, cluster
 # id by cluster id (ids recur across runs; a name may differ between runs, so
 # both names are given).
-_VIEWS = """
+_VIEWS = f"""
 CREATE VIEW top_clusters AS
 SELECT run_id, facet, level, cluster_id, parent_id, name, description, keywords,
        n_users, n_conversations, share, concern_mean,
@@ -179,14 +185,14 @@ SELECT b.run_id, c.facet AS cluster_facet, c.level, b.cluster_id, c.name AS clus
        b.n_conversations / c.n_conversations AS share_of_cluster
 FROM facet_breakdowns AS b
 JOIN clusters AS c ON c.run_id = b.run_id AND c.cluster_id = b.cluster_id
-WHERE b.facet = 'language'
+WHERE b.facet = '{LANGUAGE_FACET}'
 ORDER BY b.run_id, b.cluster_id, b.n_conversations DESC, language;
 
 CREATE VIEW concerning_clusters AS
 SELECT run_id, facet, level, cluster_id, parent_id, name, description, keywords,
        n_users, n_conversations, share, concern_mean
 FROM clusters
-WHERE concern_mean >= 3
+WHERE concern_mean >= {CONCERNING_AT:g}
 ORDER BY concern_mean DESC, n_users DESC, run_id, cluster_id;
 
 CREATE VIEW latest_run_clusters AS

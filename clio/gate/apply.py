@@ -42,7 +42,7 @@ from clio.gate.thresholds import (
 )
 from clio.gate.values import FacetValues, facet_scores
 from clio.records import Cluster
-from clio.released import ReleasedBreakdown, ReleasedCluster
+from clio.released import CONCERN_FACET, ReleasedBreakdown, ReleasedCluster
 
 log = logging.getLogger("clio.gate")
 
@@ -65,7 +65,7 @@ def apply_gate(
     config: PrivacyConfig,
     *,
     breakdown_facets: Sequence[str],
-    concern_facet: str | None = "concerning",
+    concern_facet: str | None = CONCERN_FACET,
     text_check: TextCheck | None = None,
     audit: Audit | None = None,
     regenerate: Regenerate | None = None,

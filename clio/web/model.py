@@ -14,7 +14,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from clio.released import ReleasedBreakdown, ReleasedCluster
+from clio.released import (
+    CONCERN_FACET,
+    LANGUAGE_FACET,
+    ReleasedBreakdown,
+    ReleasedCluster,
+)
 
 SortKey = Literal["users", "conversations", "concern", "name"]
 SORT_KEYS: tuple[SortKey, ...] = ("users", "conversations", "concern", "name")
@@ -26,10 +31,6 @@ SORT_LABELS = {
 }
 
 CONCERN_LABELS = {1: "minimal", 2: "low", 3: "moderate", 4: "high", 5: "severe"}
-CONCERN_FACET = "concerning"
-LANGUAGE_FACET = "language"
-# `concerning_clusters` (the SQL view) uses the same cut-off.
-CONCERNING_AT = 3.0
 
 
 def concern_level(mean: float | None) -> int | None:

@@ -1,0 +1,333 @@
+"""The run's stages over the private store, as plain functions.
+
+Partition stages (`scrub_slice`, `extract_facets_slice`, `embed_slice`) open the main
+store read-only and write what they make to their own shard file, so any number can run
+at once (the store takes one writer); the caller merges the shards. The other stages run
+in the one process that writes the store. Each takes the config sections it needs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clio.config import (
+    EmbedConfig,
+    FacetConfig,
+    IngestConfig,
+    LLMConfig,
+    RunConfig,
+    ScrubConfig,
+)
+from clio.embed import embed_texts
+from clio.facets import extract_facets
+from clio.hierarchy import base_cluster_of_items, build_facet_tree
+from clio.incremental import base_centroids, nearest_centroids, tree_from_build
+from clio.ingest import ingest
+from clio.pipeline.components import embedder_for, hmac_key, key_fingerprint, llm_for, scrubber_for
+from clio.records import Cluster, FacetValue, QuarantineRecord
+from clio.scrub import scrub_conversations, scrub_workers
+from clio.store import BuildNode, LayeredCache, PrivateStore
+
+log = logging.getLogger("clio.flow")
+
+Usage = dict[str, int]
+
+
+@dataclass
+class ScrubbedPart:
+    conversation_ids: list[str]
+    quarantine: list[QuarantineRecord]
+    n_pii_spans: int
+
+
+@dataclass
+class FacetsPart:
+    usage: Usage
+    failed: dict[str, int]  # failures by facet
+
+
+@dataclass
+class FacetItems:
+    """One facet's texts to embed and cluster: a list facet gives one item per entry,
+    with id `<conversation id>#<entry>`."""
+
+    item_ids: list[str] = field(default_factory=list)
+    conversation_ids: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FacetTree:
+    clusters: list[Cluster]
+    nodes: list[BuildNode]  # the same tree as the private store keeps it
+    usage: Usage
+
+
+def usage_of(llm: Any) -> Usage:
+    from clio.llm.client import Usage as LLMUsage
+
+    return (llm.usage if llm is not None else LLMUsage()).as_dict()
+
+
+def add_usage(total: dict[str, int], more: dict[str, int]) -> None:
+    for key, value in more.items():
+        total[key] = total.get(key, 0) + value
+
+
+def facet_items(values: Sequence[FacetValue], facet: str) -> FacetItems:
+    """The clusterable texts of `facet` among `values` (answers that failed are left out)."""
+    items = FacetItems()
+    for value in values:
+        if value.facet != facet or value.status != "ok" or value.value is None:
+            continue
+        entries = value.value if isinstance(value.value, list) else [value.value]
+        for index, entry in enumerate(entries):
+            text = str(entry).strip()
+            if text:
+                items.item_ids.append(f"{value.conversation_id}#{index}")
+                items.conversation_ids.append(value.conversation_id)
+                items.texts.append(text)
+    return items
+
+
+# -- partition stages: read the main store read-only, write their own shard -------
+
+
+def scrub_slice(
+    ingest_config: IngestConfig,
+    scrub_config: ScrubConfig,
+    input_paths: list[str],
+    limit: int | None,
+    indices: list[int],
+    private_path: str,
+    shard_path: str,
+    run_id: str,
+    fingerprint: str,
+) -> ScrubbedPart:
+    """Ingest and scrub the accepted conversations at `indices` (input order) into a shard;
+    raw text stays inside this call."""
+    wanted = set(indices)
+    result = ingest(input_paths, ingest_config, limit=limit, keep=lambda i, _: i in wanted)
+    with PrivateStore(private_path, read_only=True) as main:
+        key = hmac_key(scrub_config, main)
+    if key_fingerprint(key) != fingerprint:
+        raise RuntimeError(
+            "this worker sees another user-pseudonym key than the flow: set "
+            f"{scrub_config.hmac_key_env} the same on every worker, or on none"
+        )
+    scrubbed, quarantine = scrub_conversations(
+        result.conversations,
+        scrubber_for(scrub_config),
+        key,
+        progress_label=f"scrub {len(wanted)}",
+        workers=scrub_workers(scrub_config),
+    )
+    with PrivateStore(shard_path) as shard:
+        shard.put_conversations(scrubbed, run_id)
+    return ScrubbedPart(
+        conversation_ids=[c.conversation_id for c in scrubbed],
+        quarantine=list(quarantine),
+        n_pii_spans=sum(c.n_pii_spans for c in scrubbed),
+    )
+
+
+def extract_facets_slice(
+    facets: list[FacetConfig],
+    llm_config: LLMConfig,
+    conversation_ids: list[str],
+    private_path: str,
+    shard_path: str,
+) -> FacetsPart:
+    """Extract every facet of `conversation_ids` into a shard."""
+    with (
+        PrivateStore(private_path, read_only=True) as main,
+        PrivateStore(shard_path) as shard,
+    ):
+        conversations = main.get_conversations(conversation_ids)
+        needs_llm = any(f.extractor == "llm" for f in facets)
+        llm = llm_for(llm_config, LayeredCache(shard, main)) if needs_llm else None
+        values = extract_facets(
+            conversations, facets, llm, max_input_chars=llm_config.max_input_chars
+        )
+        shard.put_facets(values)
+    failed: dict[str, int] = {}
+    for v in values:
+        if v.status == "failed":
+            failed[v.facet] = failed.get(v.facet, 0) + 1
+    return FacetsPart(usage_of(llm), failed)
+
+
+def embed_slice(
+    clustered: list[str],
+    embed_config: EmbedConfig,
+    conversation_ids: list[str],
+    private_path: str,
+    shard_path: str,
+) -> int:
+    """Embed the clustered facets' texts of `conversation_ids` into a shard (the embedding
+    cache, which the single-process cluster stage then reads); texts embedded."""
+    texts: list[str] = []
+    with (
+        PrivateStore(private_path, read_only=True) as main,
+        PrivateStore(shard_path) as shard,
+    ):
+        values = main.get_facets(conversation_ids)
+        for facet in clustered:
+            texts.extend(facet_items(values, facet).texts)
+        if texts:
+            embed_texts(texts, embedder_for(embed_config), LayeredCache(shard, main))
+    return len(texts)
+
+
+def merge_shards(private: Path, shards: Sequence[Path]) -> None:
+    """Fold shard files into the private store (each merge one transaction, then deleted)."""
+    present = [s for s in shards if s.exists()]
+    if present:
+        with PrivateStore(private) as store:
+            for shard in present:
+                store.merge_shard(shard)
+
+
+# -- stages in the writing process ------------------------------------------------
+
+
+def build_trees(
+    config: RunConfig,
+    clustered: list[str],
+    conversation_ids: list[str],
+    private_path: str,
+    run_id: str,
+    shape_digest: str,
+) -> FacetTree:
+    """Cluster, name and arrange every clustered facet of `conversation_ids` into a tree,
+    and keep the trees in the private store as this run's build."""
+    clusters: list[Cluster] = []
+    nodes: list[BuildNode] = []
+    usage: Usage = {}
+    with PrivateStore(private_path) as store:
+        values = store.get_facets(conversation_ids)
+        for facet in clustered:
+            tree = _facet_tree(config, facet, facet_items(values, facet), store, run_id)
+            clusters.extend(tree.clusters)
+            nodes.extend(tree.nodes)
+            add_usage(usage, tree.usage)
+        store.put_build(run_id, shape_digest, nodes, conversation_ids)
+    return FacetTree(clusters, nodes, usage)
+
+
+def _facet_tree(
+    config: RunConfig, facet: str, items: FacetItems, store: PrivateStore, run_id: str
+) -> FacetTree:
+    if not items.texts:
+        log.info(f"cluster {facet}: no values to cluster")
+        return FacetTree([], [], {})
+    users = store.user_pseudonyms(sorted(set(items.conversation_ids)))
+    item_users = [users[c] for c in items.conversation_ids]
+    vectors = embed_texts(items.texts, embedder_for(config.embed), store)
+    llm = llm_for(config.llm, store)
+    tree = build_facet_tree(
+        facet, items.conversation_ids, items.texts, item_users, vectors, llm, config
+    )
+    base = [node for node in tree if node.level == 0]
+    base_of_item = base_cluster_of_items(tree)
+    store.put_cluster_members(run_id, facet, tree)
+    store.put_assignments(
+        run_id,
+        facet,
+        [
+            (items.item_ids[i], items.conversation_ids[i], base_of_item[i])
+            for i in range(len(items.item_ids))
+            if i in base_of_item
+        ],
+    )
+    centroids = base_centroids(vectors, [node.extra.get("item_indices", []) for node in base])
+    centroid_of = {node.cluster_id: centroids[i] for i, node in enumerate(base)}
+    nodes = [
+        BuildNode(
+            facet=c.facet,
+            level=c.level,
+            cluster_id=c.cluster_id,
+            parent_id=c.parent_id,
+            name=c.name,
+            description=c.description,
+            keywords=list(c.keywords),
+            x=c.x,
+            y=c.y,
+            centroid=centroid_of.get(c.cluster_id),
+        )
+        for c in tree
+    ]
+    return FacetTree(tree, nodes, usage_of(llm))
+
+
+def assign_increment(
+    clustered: list[str],
+    embed_config: EmbedConfig,
+    max_distance: float,
+    build_id: str,
+    run_id: str,
+    conversation_ids: list[str],
+    private_path: str,
+) -> dict[str, int]:
+    """Assign the facet texts of `conversation_ids` to the build's nearest base clusters;
+    a text farther than `max_distance` from every centroid waits for the next build."""
+    assigned: list[tuple[str, str, str, str]] = []
+    waiting: list[tuple[str, str, str, float]] = []
+    with PrivateStore(private_path) as store:
+        nodes = store.build_nodes(build_id)
+        values = store.get_facets(conversation_ids)
+        for facet in clustered:
+            base = [
+                n for n in nodes if n.facet == facet and n.level == 0 and n.centroid is not None
+            ]
+            items = facet_items(values, facet)
+            if not items.texts:
+                continue
+            vectors = embed_texts(items.texts, embedder_for(embed_config), store)
+            centroids = (
+                np.stack([n.centroid for n in base])
+                if base
+                else np.zeros((0, vectors.shape[1]), dtype=np.float32)
+            )
+            labels, distances = nearest_centroids(vectors, centroids, max_distance)
+            for item, conversation, label, distance in zip(
+                items.item_ids, items.conversation_ids, labels, distances, strict=True
+            ):
+                if label >= 0:
+                    assigned.append((facet, item, conversation, base[int(label)].cluster_id))
+                else:
+                    waiting.append((facet, item, conversation, float(distance)))
+        store.add_to_build(build_id, run_id, conversation_ids, assigned, waiting)
+    log.info(
+        f"incremental: {len(conversation_ids)} conversations added to build {build_id}: "
+        f"{len(assigned)} facet texts assigned, {len(waiting)} beyond the distance cut-off"
+    )
+    return {
+        "items_assigned": len(assigned),
+        "items_unassigned": len(waiting),
+        "conversations_with_unassigned": len({w[2] for w in waiting}),
+    }
+
+
+def extended_build(
+    private: Path, build_id: str, clustered: Sequence[str]
+) -> tuple[list[Cluster], dict[str, Any]]:
+    """The build's tree with every conversation assigned to it so far, and what waits."""
+    with PrivateStore(private) as store:
+        members: dict[str, set[str]] = {}
+        for facet in clustered:
+            members.update(store.base_members(build_id, facet))
+        nodes = [n for n in store.build_nodes(build_id) if n.facet in clustered]
+        items, conversations = store.unassigned_counts(build_id)
+    summary = {
+        "build_id": build_id,
+        "unassigned_items_waiting": items,
+        "unassigned_conversations_waiting": conversations,
+    }
+    return tree_from_build(nodes, members), summary

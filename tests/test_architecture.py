@@ -1,0 +1,131 @@
+"""The dependency rules of docs/ARCHITECTURE.md, checked on every module's imports.
+
+Each rule reads the import statements (top level and inside functions) of the files it
+governs with `ast`, so a lazy import inside a function cannot slip past it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "clio"
+
+
+def _module_name(path: Path, root: Path = ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path, root: Path = ROOT) -> set[str]:
+    """Every module `path` imports, absolute, relative imports resolved."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = _module_name(path, root).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            found.add(module)
+            found.update(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _modules(folder: Path) -> dict[str, set[str]]:
+    return {_module_name(p): _imports(p) for p in sorted(folder.rglob("*.py"))}
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+CLIO = _modules(PACKAGE)
+
+
+def _offenders(modules: dict[str, set[str]], forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for module, imported in modules.items():
+        bad = sorted(i for i in imported if any(_within(i, f) for f in forbidden))
+        if bad:
+            out[module] = bad
+    return out
+
+
+def test_the_rules_see_the_package():
+    assert "clio.pipeline.run" in CLIO and "clio.gate.apply" in CLIO
+    assert "clio.pipeline.stages" in CLIO["clio.pipeline.run"]
+
+
+def test_clio_never_imports_prefect_or_flows_except_the_cli():
+    rest = {m: i for m, i in CLIO.items() if m != "clio.cli"}
+    assert _offenders(rest, ("prefect", "prefect_dask", "flows")) == {}
+
+
+def test_nothing_but_the_cli_imports_the_cli():
+    rest = {m: i for m, i in CLIO.items() if m != "clio.cli"}
+    assert _offenders(rest, ("clio.cli",)) == {}
+
+
+def test_the_web_layer_reads_only_the_released_store():
+    web = {m: i for m, i in CLIO.items() if _within(m, "clio.web")}
+    allowed = ("clio.web", "clio.released")
+    outside = {
+        module: sorted(
+            i for i in imported if _within(i, "clio") and not any(_within(i, a) for a in allowed)
+        )
+        for module, imported in web.items()
+    }
+    assert {m: i for m, i in outside.items() if i} == {}
+
+
+@pytest.mark.parametrize(
+    "backend", ["clio.llm.local", "clio.llm.openai_compat", "clio.llm.anthropic_backend"]
+)
+def test_each_llm_backend_is_reached_only_through_the_factory(backend):
+    # The Anthropic backend shares one HTTP helper of the openai-compatible module.
+    allowed = {"clio.llm.factory", backend, "clio.llm.anthropic_backend"}
+    users = {m for m, imported in CLIO.items() if m not in allowed and backend in imported}
+    assert users == set()
+
+
+def test_the_gate_knows_nothing_of_naming_prompts_or_the_pipeline():
+    gate = {m: i for m, i in CLIO.items() if _within(m, "clio.gate")}
+    assert _offenders(gate, ("clio.describe", "clio.pipeline", "clio.store")) == {}
+
+
+def test_the_runtime_never_imports_tests():
+    assert _offenders(CLIO, ("tests",)) == {}
+
+
+def test_flows_only_wrap_the_pipeline():
+    flows = _modules(ROOT / "flows")
+    allowed = ("clio.pipeline", "clio.config", "clio.incremental")
+    outside = {
+        module: sorted(
+            i for i in imported if _within(i, "clio") and not any(_within(i, a) for a in allowed)
+        )
+        for module, imported in flows.items()
+    }
+    assert {m: i for m, i in outside.items() if i} == {}
+
+
+def test_a_rule_fails_on_a_forbidden_import(tmp_path):
+    module = tmp_path / "clio" / "web" / "leaky.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("def f():\n    from ..store import PrivateStore\n")
+    imported = {"clio.web.leaky": _imports(module, tmp_path)}
+    assert _offenders(imported, ("clio.store",)) == {
+        "clio.web.leaky": ["clio.store", "clio.store.PrivateStore"]
+    }
