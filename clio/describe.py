@@ -34,6 +34,7 @@ from clio.naming import (
     PARENT_INSTRUCTION,
     keyword_description,
     keyword_name,
+    shorten,
 )
 
 if TYPE_CHECKING:
@@ -59,17 +60,12 @@ class ClusterSummary(BaseModel):
     )
 
 
-def _shorten(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 3] + "..."
-
-
 def group_text(keywords: Sequence[str], inside: Sequence[str], outside: Sequence[str]) -> str:
     lines = ["Distinctive words: " + ", ".join(keywords[:PROMPT_KEYWORDS])] if keywords else []
-    lines += ["Statements in the group:", *(f"- {_shorten(t)}" for t in inside)]
+    lines += ["Statements in the group:", *(f"- {shorten(t, SAMPLE_CHARS)}" for t in inside)]
     if outside:
         lines += ["Statements from other groups (not this one):"]
-        lines += [f"- {_shorten(t)}" for t in outside]
+        lines += [f"- {shorten(t, SAMPLE_CHARS)}" for t in outside]
     return "\n".join(lines)
 
 

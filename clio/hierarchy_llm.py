@@ -35,7 +35,7 @@ from clio.config import ClusterConfig, HierarchyConfig
 from clio.describe import ClusterSummary, clean_summary, parent_prompt
 from clio.llm.base import Example, Prompt
 from clio.llm.client import LLMFailure
-from clio.naming import MAX_NAME_CHARS
+from clio.naming import MAX_NAME_CHARS, shorten
 
 if TYPE_CHECKING:
     from clio.llm.client import StructuredLLM
@@ -144,11 +144,6 @@ def _unique_names(names: Sequence[str]) -> list[str]:
     return kept
 
 
-def _shorten(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def neighbourhoods(centroids: np.ndarray, size: int, seed: int) -> np.ndarray:
     """Neighbourhood index of every child: spherical k-means with about `size` per group."""
     n = len(centroids)
@@ -163,7 +158,7 @@ def propose_prompt(
     children: Sequence[tuple[str, str]], outside: Sequence[str], wanted: int
 ) -> Prompt:
     lines = [f"Wanted: about {wanted} categor{'y' if wanted == 1 else 'ies'}", "Groups:"]
-    lines += [f"- {name}: {_shorten(desc, DESCRIPTION_CHARS)}" for name, desc in children]
+    lines += [f"- {name}: {shorten(desc, DESCRIPTION_CHARS)}" for name, desc in children]
     if outside:
         lines += ["Nearby groups elsewhere:", *(f"- {name}" for name in outside)]
     return Prompt(
@@ -189,7 +184,7 @@ def merge_prompt(proposals: Sequence[str], at_most: int) -> Prompt:
 
 def assign_prompt(child: tuple[str, str], categories: Sequence[str]) -> Prompt:
     name, description = child
-    lines = [f"Group: {name}: {_shorten(description, DESCRIPTION_CHARS)}", "Categories:"]
+    lines = [f"Group: {name}: {shorten(description, DESCRIPTION_CHARS)}", "Categories:"]
     lines += [f"- {category}" for category in categories]
     return Prompt(
         task="assign_parent",

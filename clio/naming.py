@@ -29,6 +29,12 @@ PARENT_INSTRUCTION = (
 )
 
 
+def shorten(text: str, limit: int) -> str:
+    """`text` on one line, cut to `limit` characters with "..." where it is longer."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def keyword_name(keywords: Sequence[str], fallback: str) -> str:
     name = ", ".join(keywords[:3])
     return name[:MAX_NAME_CHARS].rstrip(", ") if name else fallback
