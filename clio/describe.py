@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 
 from clio.cluster import members_by_cluster
 from clio.config import DescribeConfig
+from clio.keywords import letter_runs
 from clio.llm.base import Example, Prompt
 from clio.naming import (
     MAX_DESCRIPTION_CHARS,
@@ -34,6 +35,7 @@ from clio.naming import (
     PARENT_INSTRUCTION,
     keyword_description,
     keyword_name,
+    name_stems,
     shorten,
 )
 
@@ -48,7 +50,6 @@ PROMPT_KEYWORDS = 5  # distinctive words shown in a prompt
 
 _PLACEHOLDER_LIKE = re.compile(r"<[^<>]*>|\[[A-Z_]+\]")
 _LETTER = re.compile(r"[^\W\d_]")
-_WORD = re.compile(r"[^\W\d_]+")
 
 
 class ClusterSummary(BaseModel):
@@ -148,20 +149,15 @@ PARENT_EXAMPLES = tuple(
 )
 
 
-def _stems(text: str) -> set[str]:
-    """Lower-case words with a plural "s" dropped: enough to compare names with inputs."""
-    return {w.lower().removesuffix("s") for w in _WORD.findall(text)}
-
-
 # Topic words of the few-shot examples: a name using one the input lacks was copied.
 _EXAMPLE_WORDS = frozenset(
-    stem for s in (*_NAME_SHOTS, *_PARENT_SHOTS) for k in s.keywords for stem in _stems(k)
+    stem for s in (*_NAME_SHOTS, *_PARENT_SHOTS) for k in s.keywords for stem in name_stems(k)
 )
 _EXAMPLE_DESCRIPTIONS = frozenset(s.description for s in (*_NAME_SHOTS, *_PARENT_SHOTS))
 
 
 def _squash(text: str) -> str:
-    return " ".join(_WORD.findall(text.lower()))
+    return " ".join(letter_runs(text.lower()))
 
 
 def clean_summary(
@@ -174,11 +170,11 @@ def clean_summary(
     caller fills it)."""
     if not isinstance(answer, ClusterSummary):
         return None
-    input_words = _stems(prompt_input)
+    input_words = name_stems(prompt_input)
     input_lines = [_squash(text) for text in quoted]
 
     def borrowed(text: str) -> bool:
-        return bool((_stems(text) & _EXAMPLE_WORDS) - input_words)
+        return bool((name_stems(text) & _EXAMPLE_WORDS) - input_words)
 
     def quotes_input(text: str) -> bool:
         squashed = _squash(text)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
@@ -35,7 +34,7 @@ from clio.config import ClusterConfig, HierarchyConfig
 from clio.describe import ClusterSummary, clean_summary, parent_prompt
 from clio.llm.base import Example, Prompt
 from clio.llm.client import LLMFailure
-from clio.naming import MAX_NAME_CHARS, shorten
+from clio.naming import MAX_NAME_CHARS, name_stems, shorten
 
 if TYPE_CHECKING:
     from clio.llm.client import StructuredLLM
@@ -51,7 +50,6 @@ _SMALL_WORDS = frozenset(
     {"a", "an", "and", "the", "of", "for", "to", "in", "on", "with", "about", "or", "by"}
     | {"from", "at", "i", "are", "their", "your", "user", "request", "help", "ask", "question"}
 )  # compared after a plural "s" is dropped ("as" -> "a", "is" -> "i", "users" -> "user")
-_WORD = re.compile(r"[^\W\d_]+")
 
 ShortName = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 
@@ -118,7 +116,7 @@ class ParentLevel:
 
 def name_key(name: str) -> str:
     """Names that are the same words (any case or order, plurals, small words) share it."""
-    words = {w.lower().removesuffix("s") for w in _WORD.findall(name)}
+    words = name_stems(name)
     meaningful = sorted(words - _SMALL_WORDS) or sorted(words)
     return " ".join(meaningful)
 

@@ -5,14 +5,15 @@ fall back to the keyword name and description; the gate (`clio.gate.text`) needs
 same text for the opposite reason: a released name repeats words of these
 instructions and templates, and those words come from clio, not from a user, so they
 must never count as a user's rare word. Keeping both here means a new template's words
-reach the gate without the gate importing the namer.
+reach the gate without the gate importing the namer. The two namers (`clio.describe`,
+`clio.hierarchy_llm`) also share how they cut a text for a prompt and compare names here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from clio.keywords import words
+from clio.keywords import letter_runs, words
 
 MAX_NAME_CHARS = 60
 MAX_DESCRIPTION_CHARS = 300
@@ -33,6 +34,12 @@ def shorten(text: str, limit: int) -> str:
     """`text` on one line, cut to `limit` characters with "..." where it is longer."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def name_stems(text: str) -> set[str]:
+    """Lower-case words with a plural "s" dropped: enough to compare names with names and
+    with the texts they were made from."""
+    return {w.lower().removesuffix("s") for w in letter_runs(text)}
 
 
 def keyword_name(keywords: Sequence[str], fallback: str) -> str:
