@@ -49,7 +49,6 @@ SAMPLE_CHARS = 200  # each sample shown to the model is cut to this; keeps promp
 PROMPT_KEYWORDS = 5  # distinctive words shown in a prompt
 
 _PLACEHOLDER_LIKE = re.compile(r"<[^<>]*>|\[[A-Z_]+\]")
-_LETTER = re.compile(r"[^\W\d_]")
 
 
 class ClusterSummary(BaseModel):
@@ -187,7 +186,7 @@ def clean_summary(
     if (
         not name
         or len(name) > MAX_NAME_CHARS
-        or not _LETTER.search(name)
+        or not letter_runs(name)
         or _PLACEHOLDER_LIKE.search(name)
         or borrowed(name)
         or quotes_input(name)
@@ -196,7 +195,7 @@ def clean_summary(
     description = " ".join(answer.description.split()).strip(" \"'`")
     if (
         len(description) > MAX_DESCRIPTION_CHARS
-        or not _LETTER.search(description)
+        or not letter_runs(description)
         or _PLACEHOLDER_LIKE.search(description)
         or description in _EXAMPLE_DESCRIPTIONS
         or borrowed(description)
