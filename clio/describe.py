@@ -33,6 +33,7 @@ from clio.naming import (
     MAX_NAME_CHARS,
     NAME_INSTRUCTION,
     PARENT_INSTRUCTION,
+    clean_name,
     keyword_description,
     keyword_name,
     name_stems,
@@ -182,7 +183,7 @@ def clean_summary(
             for line in input_lines
         )
 
-    name = " ".join(answer.name.split()).strip(" \"'`.:;-")
+    name = clean_name(answer.name)
     if (
         not name
         or len(name) > MAX_NAME_CHARS

@@ -34,7 +34,7 @@ from clio.config import ClusterConfig, HierarchyConfig
 from clio.describe import ClusterSummary, clean_summary, parent_prompt
 from clio.llm.base import Example, Prompt
 from clio.llm.client import LLMFailure
-from clio.naming import MAX_NAME_CHARS, name_stems, shorten
+from clio.naming import MAX_NAME_CHARS, clean_name, name_stems, shorten
 
 if TYPE_CHECKING:
     from clio.llm.client import StructuredLLM
@@ -125,16 +125,12 @@ def _words(text: str) -> set[str]:
     return set(name_key(text).split())
 
 
-def _clean_name(name: str) -> str:
-    return " ".join(name.split()).strip(" \"'`.:;-")
-
-
 def _unique_names(names: Sequence[str]) -> list[str]:
     """Non-empty names, the first of each `name_key` kept, in order."""
     seen: set[str] = set()
     kept: list[str] = []
     for raw in names:
-        name = _clean_name(raw)
+        name = clean_name(raw)
         key = name_key(name)
         if name and key and key not in seen:
             seen.add(key)
@@ -349,7 +345,7 @@ def _merge_batches(
 
 
 def _match(answer: str, names: Sequence[str]) -> int | None:
-    cleaned = _clean_name(answer).lower()
+    cleaned = clean_name(answer).lower()
     for index, name in enumerate(names):
         if name.lower() == cleaned:
             return index

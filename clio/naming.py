@@ -6,7 +6,8 @@ same text for the opposite reason: a released name repeats words of these
 instructions and templates, and those words come from clio, not from a user, so they
 must never count as a user's rare word. Keeping both here means a new template's words
 reach the gate without the gate importing the namer. The two namers (`clio.describe`,
-`clio.hierarchy_llm`) also share how they cut a text for a prompt and compare names here.
+`clio.hierarchy_llm`) also share here how they cut a text for a prompt, clean a model's
+name and compare names.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def shorten(text: str, limit: int) -> str:
     """`text` on one line, cut to `limit` characters with "..." where it is longer."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clean_name(name: str) -> str:
+    """A model's name on one line, without the quotes and punctuation it wraps names in."""
+    return " ".join(name.split()).strip(" \"'`.:;-")
 
 
 def name_stems(text: str) -> set[str]:
