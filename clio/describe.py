@@ -26,14 +26,18 @@ from pydantic import BaseModel, Field
 
 from clio.cluster import members_by_cluster
 from clio.config import DescribeConfig
+from clio.keywords import letter_runs
 from clio.llm.base import Example, Prompt
 from clio.naming import (
     MAX_DESCRIPTION_CHARS,
     MAX_NAME_CHARS,
     NAME_INSTRUCTION,
     PARENT_INSTRUCTION,
+    clean_name,
     keyword_description,
     keyword_name,
+    name_stems,
+    shorten,
 )
 
 if TYPE_CHECKING:
@@ -46,8 +50,6 @@ SAMPLE_CHARS = 200  # each sample shown to the model is cut to this; keeps promp
 PROMPT_KEYWORDS = 5  # distinctive words shown in a prompt
 
 _PLACEHOLDER_LIKE = re.compile(r"<[^<>]*>|\[[A-Z_]+\]")
-_LETTER = re.compile(r"[^\W\d_]")
-_WORD = re.compile(r"[^\W\d_]+")
 
 
 class ClusterSummary(BaseModel):
@@ -59,17 +61,12 @@ class ClusterSummary(BaseModel):
     )
 
 
-def _shorten(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= SAMPLE_CHARS else text[: SAMPLE_CHARS - 3] + "..."
-
-
 def group_text(keywords: Sequence[str], inside: Sequence[str], outside: Sequence[str]) -> str:
     lines = ["Distinctive words: " + ", ".join(keywords[:PROMPT_KEYWORDS])] if keywords else []
-    lines += ["Statements in the group:", *(f"- {_shorten(t)}" for t in inside)]
+    lines += ["Statements in the group:", *(f"- {shorten(t, SAMPLE_CHARS)}" for t in inside)]
     if outside:
         lines += ["Statements from other groups (not this one):"]
-        lines += [f"- {_shorten(t)}" for t in outside]
+        lines += [f"- {shorten(t, SAMPLE_CHARS)}" for t in outside]
     return "\n".join(lines)
 
 
@@ -152,20 +149,15 @@ PARENT_EXAMPLES = tuple(
 )
 
 
-def _stems(text: str) -> set[str]:
-    """Lower-case words with a plural "s" dropped: enough to compare names with inputs."""
-    return {w.lower().removesuffix("s") for w in _WORD.findall(text)}
-
-
 # Topic words of the few-shot examples: a name using one the input lacks was copied.
 _EXAMPLE_WORDS = frozenset(
-    stem for s in (*_NAME_SHOTS, *_PARENT_SHOTS) for k in s.keywords for stem in _stems(k)
+    stem for s in (*_NAME_SHOTS, *_PARENT_SHOTS) for k in s.keywords for stem in name_stems(k)
 )
 _EXAMPLE_DESCRIPTIONS = frozenset(s.description for s in (*_NAME_SHOTS, *_PARENT_SHOTS))
 
 
 def _squash(text: str) -> str:
-    return " ".join(_WORD.findall(text.lower()))
+    return " ".join(letter_runs(text.lower()))
 
 
 def clean_summary(
@@ -178,11 +170,11 @@ def clean_summary(
     caller fills it)."""
     if not isinstance(answer, ClusterSummary):
         return None
-    input_words = _stems(prompt_input)
+    input_words = name_stems(prompt_input)
     input_lines = [_squash(text) for text in quoted]
 
     def borrowed(text: str) -> bool:
-        return bool((_stems(text) & _EXAMPLE_WORDS) - input_words)
+        return bool((name_stems(text) & _EXAMPLE_WORDS) - input_words)
 
     def quotes_input(text: str) -> bool:
         squashed = _squash(text)
@@ -191,11 +183,11 @@ def clean_summary(
             for line in input_lines
         )
 
-    name = " ".join(answer.name.split()).strip(" \"'`.:;-")
+    name = clean_name(answer.name)
     if (
         not name
         or len(name) > MAX_NAME_CHARS
-        or not _LETTER.search(name)
+        or not letter_runs(name)
         or _PLACEHOLDER_LIKE.search(name)
         or borrowed(name)
         or quotes_input(name)
@@ -204,7 +196,7 @@ def clean_summary(
     description = " ".join(answer.description.split()).strip(" \"'`")
     if (
         len(description) > MAX_DESCRIPTION_CHARS
-        or not _LETTER.search(description)
+        or not letter_runs(description)
         or _PLACEHOLDER_LIKE.search(description)
         or description in _EXAMPLE_DESCRIPTIONS
         or borrowed(description)

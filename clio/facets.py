@@ -35,6 +35,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from clio.concern import concern_level
 from clio.config import METADATA_FACET_NAMES, FacetConfig
+from clio.keywords import letter_runs
 from clio.language import LANGUAGE_CODES, identify_languages, reconcile_language
 from clio.llm.base import Example, Prompt
 from clio.llm.client import LLMFailure, StructuredLLM
@@ -126,6 +127,8 @@ _COMMON_WORDS = ENGLISH_STOP_WORDS | {
 
 
 def _words(text: str) -> frozenset[str]:
+    # Every token, numbers and underscores too, not `letter_runs`: this measures how nearly
+    # an answer repeats an example sentence word for word, not which topic words it shares.
     return frozenset(re.findall(r"\w+", text.casefold()))
 
 
@@ -134,7 +137,7 @@ def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
 
 
 def _content_stems(text: str) -> frozenset[str]:
-    words = re.findall(r"[^\W\d_]+", text.casefold())
+    words = letter_runs(text.casefold())
     return frozenset(w[:_STEM] for w in words if len(w) >= 3 and w not in _COMMON_WORDS)
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
@@ -35,7 +34,7 @@ from clio.config import ClusterConfig, HierarchyConfig
 from clio.describe import ClusterSummary, clean_summary, parent_prompt
 from clio.llm.base import Example, Prompt
 from clio.llm.client import LLMFailure
-from clio.naming import MAX_NAME_CHARS
+from clio.naming import MAX_NAME_CHARS, clean_name, name_stems, shorten
 
 if TYPE_CHECKING:
     from clio.llm.client import StructuredLLM
@@ -51,7 +50,6 @@ _SMALL_WORDS = frozenset(
     {"a", "an", "and", "the", "of", "for", "to", "in", "on", "with", "about", "or", "by"}
     | {"from", "at", "i", "are", "their", "your", "user", "request", "help", "ask", "question"}
 )  # compared after a plural "s" is dropped ("as" -> "a", "is" -> "i", "users" -> "user")
-_WORD = re.compile(r"[^\W\d_]+")
 
 ShortName = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 
@@ -118,7 +116,7 @@ class ParentLevel:
 
 def name_key(name: str) -> str:
     """Names that are the same words (any case or order, plurals, small words) share it."""
-    words = {w.lower().removesuffix("s") for w in _WORD.findall(name)}
+    words = name_stems(name)
     meaningful = sorted(words - _SMALL_WORDS) or sorted(words)
     return " ".join(meaningful)
 
@@ -127,26 +125,17 @@ def _words(text: str) -> set[str]:
     return set(name_key(text).split())
 
 
-def _clean_name(name: str) -> str:
-    return " ".join(name.split()).strip(" \"'`.:;-")
-
-
 def _unique_names(names: Sequence[str]) -> list[str]:
     """Non-empty names, the first of each `name_key` kept, in order."""
     seen: set[str] = set()
     kept: list[str] = []
     for raw in names:
-        name = _clean_name(raw)
+        name = clean_name(raw)
         key = name_key(name)
         if name and key and key not in seen:
             seen.add(key)
             kept.append(name)
     return kept
-
-
-def _shorten(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def neighbourhoods(centroids: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -163,7 +152,7 @@ def propose_prompt(
     children: Sequence[tuple[str, str]], outside: Sequence[str], wanted: int
 ) -> Prompt:
     lines = [f"Wanted: about {wanted} categor{'y' if wanted == 1 else 'ies'}", "Groups:"]
-    lines += [f"- {name}: {_shorten(desc, DESCRIPTION_CHARS)}" for name, desc in children]
+    lines += [f"- {name}: {shorten(desc, DESCRIPTION_CHARS)}" for name, desc in children]
     if outside:
         lines += ["Nearby groups elsewhere:", *(f"- {name}" for name in outside)]
     return Prompt(
@@ -189,7 +178,7 @@ def merge_prompt(proposals: Sequence[str], at_most: int) -> Prompt:
 
 def assign_prompt(child: tuple[str, str], categories: Sequence[str]) -> Prompt:
     name, description = child
-    lines = [f"Group: {name}: {_shorten(description, DESCRIPTION_CHARS)}", "Categories:"]
+    lines = [f"Group: {name}: {shorten(description, DESCRIPTION_CHARS)}", "Categories:"]
     lines += [f"- {category}" for category in categories]
     return Prompt(
         task="assign_parent",
@@ -356,7 +345,7 @@ def _merge_batches(
 
 
 def _match(answer: str, names: Sequence[str]) -> int | None:
-    cleaned = _clean_name(answer).lower()
+    cleaned = clean_name(answer).lower()
     for index, name in enumerate(names):
         if name.lower() == cleaned:
             return index

@@ -20,6 +20,8 @@ from sklearn.preprocessing import normalize
 _PLACEHOLDER = re.compile(r"[<\[]\s*[A-Z][A-Z0-9_]*\s*[>\]]")
 # Words of two or more letters: numbers are dropped (amounts, years and ids identify people).
 _WORD = re.compile(r"(?u)\b[^\W\d_]{2,}\b")
+# Every run of letters, whatever its length or neighbours.
+_LETTERS = re.compile(r"[^\W\d_]+")
 
 
 def strip_placeholders(text: str) -> str:
@@ -36,6 +38,15 @@ def words(text: str) -> list[str]:
     are kept: `count_terms` drops them after this step, and the privacy gate counts a
     keyword's support and a word's rarity with this same tokenizer."""
     return _WORD.findall(_normalise(text))
+
+
+def letter_runs(text: str) -> list[str]:
+    """Every run of letters in `text` as written (case kept, placeholders not dropped).
+
+    Not `words`: this is for comparing one text with another (a name with its prompt, an
+    answer with a few-shot example), where a one-letter word, the letters of "covid19" and
+    a placeholder's type still count; `words` is what keywords and their support count."""
+    return _LETTERS.findall(text)
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,16 @@ fall back to the keyword name and description; the gate (`clio.gate.text`) needs
 same text for the opposite reason: a released name repeats words of these
 instructions and templates, and those words come from clio, not from a user, so they
 must never count as a user's rare word. Keeping both here means a new template's words
-reach the gate without the gate importing the namer.
+reach the gate without the gate importing the namer. The two namers (`clio.describe`,
+`clio.hierarchy_llm`) also share here how they cut a text for a prompt, clean a model's
+name and compare names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from clio.keywords import words
+from clio.keywords import letter_runs, words
 
 MAX_NAME_CHARS = 60
 MAX_DESCRIPTION_CHARS = 300
@@ -27,6 +29,23 @@ PARENT_INSTRUCTION = (
     "distinctive words, and describe it in two sentences. Use general terms only: no names, "
     "places, numbers or other private details."
 )
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` on one line, cut to `limit` characters with "..." where it is longer."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clean_name(name: str) -> str:
+    """A model's name on one line, without the quotes and punctuation it wraps names in."""
+    return " ".join(name.split()).strip(" \"'`.:;-")
+
+
+def name_stems(text: str) -> set[str]:
+    """Lower-case words with a plural "s" dropped: enough to compare names with names and
+    with the texts they were made from."""
+    return {w.lower().removesuffix("s") for w in letter_runs(text)}
 
 
 def keyword_name(keywords: Sequence[str], fallback: str) -> str:

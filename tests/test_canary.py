@@ -11,7 +11,10 @@ import duckdb
 import pytest
 from presidio_analyzer.predefined_recognizers import CryptoRecognizer, UsSsnRecognizer
 
-from clio.canary import (
+from clio.config import ScrubConfig
+from clio.records import Conversation, Message
+from clio.scrub import CHUNK_CHARS, build_scrubber, scrub_conversations
+from tests.canary import (
     CANARY_KINDS,
     MIN_CANARY_CONVERSATIONS,
     Canary,
@@ -22,9 +25,6 @@ from clio.canary import (
     scan_texts,
     write_jsonl,
 )
-from clio.config import ScrubConfig
-from clio.records import Conversation, Message
-from clio.scrub import CHUNK_CHARS, build_scrubber, scrub_conversations
 from tests.cli_run import run_clio
 
 ROOT = Path(__file__).resolve().parents[1]

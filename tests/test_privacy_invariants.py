@@ -23,7 +23,6 @@ import pytest
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, HashingVectorizer
 
 from clio.audit import KeywordRenamer, audit_texts
-from clio.canary import CANARY_KINDS, duckdb_texts, make_canary_conversations, scan_texts
 from clio.config import LLMConfig, RunConfig, ScrubConfig
 from clio.gate import GateResult, apply_gate
 from clio.hierarchy import build_facet_tree
@@ -32,6 +31,7 @@ from clio.llm.client import StructuredLLM
 from clio.records import Cluster
 from clio.release import write_release
 from clio.released import RunRow
+from tests.canary import CANARY_KINDS, duckdb_texts, make_canary_conversations, scan_texts
 from tests.fakes.llm import Call, FakeBackend
 from tests.privacy_checks import full_members
 
