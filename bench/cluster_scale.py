@@ -47,7 +47,11 @@ def main() -> int:
     for iterations in (int(i) for i in args.iterations.split(",")):
         config = ClusterConfig(kmeans_iterations=iterations)
         start = time.perf_counter()
-        labels = compact_labels(spherical_kmeans(vectors, args.k, config))
+        labels = compact_labels(
+            spherical_kmeans(
+                vectors, args.k, config.seed, config.kmeans_iterations, config.kmeans_restarts
+            )
+        )
         kmeans_seconds = time.perf_counter() - start
         start = time.perf_counter()
         merged = merge_unseparated(vectors, labels, config.merge_ratio)

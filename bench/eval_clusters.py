@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clio.config import load_config  # noqa: E402
-from clio.embed import SentenceTransformerEmbedder  # noqa: E402
+from clio.embed import build_embedder  # noqa: E402
 from clio.evaluation.cluster_datasets import NAMES, load_dataset  # noqa: E402
 from clio.evaluation.clusters import (  # noqa: E402
     ALL_METHODS,
@@ -70,7 +70,7 @@ def main() -> int:
     start = time.perf_counter()
     config = eval_config(load_config(args.config), args.seed)
     methods = [m for m in args.methods.split(",") if m]
-    embedder = SentenceTransformerEmbedder(config.embed.model, config.embed.batch_size)
+    embedder = build_embedder(config.embed)
     data_dir = args.data_dir or default_data_dir()
     with tempfile.TemporaryDirectory(prefix="clio-eval-") as scratch:
         cache_dir = Path(scratch) if args.fresh else args.output_dir / "eval_cache" / "embeddings"

@@ -408,7 +408,7 @@ def run(
     data_dir: Path | None = None,
     input_dir: Path = DEFAULT_INPUT_DIR,
 ) -> dict[str, Any]:
-    from clio.embed import SentenceTransformerEmbedder, embed_texts
+    from clio.embed import build_embedder, embed_texts
     from clio.hierarchy import base_cluster_of_items
     from clio.ingest import ingest
     from clio.pipeline.publish import (
@@ -475,7 +475,7 @@ def run(
 
         if not needs_tree:
             return _report(n, m, details, load_at_start, generate_seconds, None, 0)
-        embedder = SentenceTransformerEmbedder(config.embed.model, config.embed.batch_size)
+        embedder = build_embedder(config.embed)
         rng = np.random.default_rng(seed)
         raw_batch = [texts[i] for i in rng.permutation(len(texts))[: min(RAW_BATCH, len(texts))]]
         raw_before = raw_throughput(raw_batch, config.embed.batch_size)
@@ -571,17 +571,27 @@ def build_tree(
         # The cluster stage's memory peak is the peak so far of the tree build.
         m.peak_rss["cluster"] = max(m.peak_rss.get("cluster", 0), m.sampler.stage_peak())
 
-    def timed_cluster(original: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            labels, centroids = _Timed(original, record)(*args, **kwargs)
-            captured["labels"] = labels
-            return labels, centroids
+    def timed_clusterer(original: Callable[..., Any]) -> Callable[..., Any]:
+        """The factory, with the fit of the clusterer it builds timed."""
 
-        return wrapper
+        def build(*args: Any, **kwargs: Any) -> Any:
+            clusterer = original(*args, **kwargs)
+            fit = clusterer.fit
 
-    with _patched(hierarchy, "cluster_vectors", timed_cluster), m.stage("hierarchy"):
+            def timed_fit(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                labels, centroids = _Timed(fit, record)(vectors)
+                captured["labels"] = labels
+                return labels, centroids
+
+            clusterer.fit = timed_fit
+            return clusterer
+
+        return build
+
+    settings = hierarchy.TreeSettings.from_config(config)
+    with _patched(hierarchy, "build_clusterer", timed_clusterer), m.stage("hierarchy"):
         tree = hierarchy.build_facet_tree(
-            FACET, item_convs, texts, item_users, vectors, None, config
+            FACET, item_convs, texts, item_users, vectors, None, settings
         )
     # `hierarchy` was timed as a whole: move the base clustering's share to `cluster`.
     m.seconds["hierarchy"] -= inner["seconds"]

@@ -19,12 +19,19 @@ clusters and is brittle in its minimum cluster size, so it is not the default.
 
 Labels come back compact (0..k-1, every label used) and ordered by cluster size,
 largest first, so cluster ids read naturally and empty clusters never reach the tree.
+
+Each method is a `Clusterer` owning its parameters (`build_clusterer` reads them from the
+config): `fit` clusters a full build, and the same object, fitted or loaded with a stored
+build's centroids, `predict`s the cluster of new vectors for an incremental run.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -39,38 +46,198 @@ SEEDING_SAMPLE_PER_CLUSTER = 20  # k-means++ seeds k centroids from this many ro
 SEEDING_SAMPLE_MAX_ROWS = 10_000
 
 
-def choose_k(n: int, config: ClusterConfig) -> int:
-    """k = round(n / target_cluster_size), clipped to [min_k, max_k] and to at most n."""
-    if n <= 0:
-        return 0
-    k = round(n / config.target_cluster_size)
-    k = max(config.min_k, min(config.max_k, k))
-    return max(1, min(k, n))
+@runtime_checkable
+class Clusterer(Protocol):
+    """Base clustering as one fitted object, as a scikit-learn estimator: `fit` on a full
+    build's vectors (or `load` a stored build's centroids), then `predict` assigns new
+    vectors to those clusters."""
+
+    @property
+    def identifier(self) -> str:
+        """Stable id of the method and its parameters."""
+        ...
+
+    def fit(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(labels in 0..k-1 per row, largest cluster first; (k, d) unit centroids)."""
+        ...
+
+    def load(self, centroids: np.ndarray) -> None:
+        """Take the clusters of an earlier fit, by their centroids, without refitting."""
+        ...
+
+    def predict(self, vectors: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
+        """(label of each row's nearest cluster, or -1 when its cosine distance is beyond
+        `max_distance`; that distance)."""
+        ...
+
+
+@dataclass
+class _CentroidClusterer:
+    """What the methods share: the fit's input checks and compact output, and prediction
+    by the nearest centroid (HDBSCAN's outliers join their nearest cluster the same way).
+    A method adds its parameters as fields, its `name`, and how it labels rows."""
+
+    name = ""
+    _centroids: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def identifier(self) -> str:
+        """The method's name and every parameter, in field order."""
+        params = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.init)
+        return f"{self.name}({params})"
+
+    def _labels(self, vectors: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        labels, centroids = _fit(vectors, self._labels, self.name)
+        self._centroids = centroids
+        return labels, centroids
+
+    def load(self, centroids: np.ndarray) -> None:
+        self._centroids = np.asarray(centroids, dtype=np.float32)
+
+    def predict(self, vectors: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
+        if self._centroids is None:
+            raise RuntimeError(f"{self.name}: fit or load the clusters before predicting")
+        return nearest_centroids(vectors, self._centroids, max_distance)
+
+
+@dataclass
+class KMeansClusterer(_CentroidClusterer):
+    """Spherical k-means at k from n, then unseparated clusters merged (see above)."""
+
+    target_cluster_size: int
+    min_k: int
+    max_k: int
+    merge_unseparated: bool
+    merge_ratio: float
+    seed: int
+    iterations: int
+    restarts: int
+    name = "kmeans"
+
+    def _labels(self, vectors: np.ndarray) -> np.ndarray:
+        n = vectors.shape[0]
+        k = choose_k(n, self.target_cluster_size, self.min_k, self.max_k)
+        _log.info(f"cluster: k-means with k = {k} (from n) for {n} vectors")
+        labels = compact_labels(
+            spherical_kmeans(vectors, k, self.seed, self.iterations, self.restarts)
+        )
+        if self.merge_unseparated:
+            labels = merge_unseparated(vectors, labels, self.merge_ratio, self.min_k)
+            _log.info(f"cluster: merging unseparated clusters left {int(labels.max()) + 1} of {k}")
+        return labels
+
+
+@dataclass
+class HdbscanClusterer(_CentroidClusterer):
+    """UMAP to a few dimensions (HDBSCAN is slow on 384-d), HDBSCAN there, then every
+    outlier (-1) joins the cluster whose centroid (in the original space) is nearest."""
+
+    min_cluster_size: int
+    umap_components: int
+    umap_neighbors: int
+    seed: int
+    name = "hdbscan"
+
+    def _labels(self, vectors: np.ndarray) -> np.ndarray:
+        import hdbscan
+        import umap
+
+        n = vectors.shape[0]
+        if n < 4:
+            return np.zeros(n, dtype=np.int64)
+        n_components = max(2, min(self.umap_components, n - 2))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "n_jobs overridden by random_state" and the like
+            reduced = umap.UMAP(
+                n_neighbors=max(2, min(self.umap_neighbors, n - 1)),
+                n_components=n_components,
+                min_dist=0.0,
+                metric="cosine",
+                random_state=self.seed,
+                init="spectral" if n > n_components + 1 else "random",
+            ).fit_transform(vectors)
+        min_cluster_size = max(2, min(self.min_cluster_size, n // 2))
+        labels = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size).fit_predict(reduced)
+        _log.info(f"cluster: hdbscan left {int((labels < 0).sum())} of {n} vectors as outliers")
+        return reassign_outliers(vectors, labels)
+
+
+def build_clusterer(config: ClusterConfig) -> Clusterer:
+    """The configured method with its parameters, unfitted."""
+    if config.method == "hdbscan":
+        return HdbscanClusterer(
+            min_cluster_size=config.min_cluster_size or config.target_cluster_size // 2,
+            umap_components=config.umap_components,
+            umap_neighbors=config.umap_neighbors,
+            seed=config.seed,
+        )
+    return KMeansClusterer(
+        target_cluster_size=config.target_cluster_size,
+        min_k=config.min_k,
+        max_k=config.max_k,
+        merge_unseparated=config.merge_unseparated,
+        merge_ratio=config.merge_ratio,
+        seed=config.seed,
+        iterations=config.kmeans_iterations,
+        restarts=config.kmeans_restarts,
+    )
 
 
 def cluster_vectors(vectors: np.ndarray, config: ClusterConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(labels in 0..k-1 per row, (k, d) normalised centroids)."""
+    """(labels in 0..k-1 per row, (k, d) normalised centroids) of the configured method."""
+    return build_clusterer(config).fit(vectors)
+
+
+def _fit(
+    vectors: np.ndarray, labels_of: Callable[[np.ndarray], np.ndarray], method: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit rows in; compact labels and their centroids out, whatever `labels_of` does."""
     vectors = np.ascontiguousarray(unit_rows(vectors))
     if vectors.ndim != 2:
         raise ValueError(f"vectors must be a 2-D array, got shape {vectors.shape}")
     n = vectors.shape[0]
     if n == 0:
         return np.zeros(0, dtype=np.int64), np.zeros((0, vectors.shape[1]), dtype=np.float32)
-    if n < 2:
-        labels = np.zeros(n, dtype=np.int64)
-    elif config.method == "hdbscan":
-        labels = _hdbscan_labels(vectors, config)
-    else:
-        k = choose_k(n, config)
-        _log.info(f"cluster: k-means with k = {k} (from n) for {n} vectors")
-        labels = compact_labels(spherical_kmeans(vectors, k, config))
-        if config.merge_unseparated:
-            labels = merge_unseparated(vectors, labels, config.merge_ratio, config.min_k)
-            _log.info(f"cluster: merging unseparated clusters left {int(labels.max()) + 1} of {k}")
+    labels = np.zeros(n, dtype=np.int64) if n < 2 else labels_of(vectors)
     labels = compact_labels(labels)
     centroids = centroids_of(vectors, labels, int(labels.max()) + 1)
-    _log.info(f"cluster: {n} vectors -> {centroids.shape[0]} clusters ({config.method})")
+    _log.info(f"cluster: {n} vectors -> {centroids.shape[0]} clusters ({method})")
     return labels, centroids
+
+
+def choose_k(n: int, target_cluster_size: int, min_k: int, max_k: int) -> int:
+    """k = round(n / target_cluster_size), clipped to [min_k, max_k] and to at most n."""
+    if n <= 0:
+        return 0
+    k = round(n / target_cluster_size)
+    k = max(min_k, min(max_k, k))
+    return max(1, min(k, n))
+
+
+def nearest_centroids(
+    vectors: np.ndarray, centroids: np.ndarray, max_distance: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of `vectors`: the index of the nearest centroid by cosine distance
+    (faiss, inner product of unit vectors), or -1 when even that one is farther than
+    `max_distance`; and that distance."""
+    import faiss
+
+    if len(vectors) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
+    if len(centroids) == 0:
+        return np.full(len(vectors), -1, dtype=np.int64), np.full(len(vectors), 2.0)
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(np.ascontiguousarray(unit_rows(centroids), dtype=np.float32))
+    similarity, nearest = index.search(
+        np.ascontiguousarray(unit_rows(vectors), dtype=np.float32), 1
+    )
+    # Clipped: rounding can put the inner product of unit vectors a hair outside [-1, 1].
+    distance = 1.0 - np.clip(similarity[:, 0].astype(np.float64), -1.0, 1.0)
+    labels = np.where(distance <= max_distance, nearest[:, 0], -1).astype(np.int64)
+    return labels, distance
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
@@ -115,7 +282,9 @@ def centroids_of(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
     return normalise_rows(sums)
 
 
-def spherical_kmeans(vectors: np.ndarray, k: int, config: ClusterConfig) -> np.ndarray:
+def spherical_kmeans(
+    vectors: np.ndarray, k: int, seed: int, iterations: int, restarts: int
+) -> np.ndarray:
     """faiss spherical k-means from k-means++ seeds; with several restarts, the run with
     the lowest objective wins."""
     if k <= 1:
@@ -123,19 +292,19 @@ def spherical_kmeans(vectors: np.ndarray, k: int, config: ClusterConfig) -> np.n
     import faiss
 
     best: tuple[float, np.ndarray] | None = None
-    for restart in range(config.kmeans_restarts):
-        seed = config.seed + restart
+    for restart in range(restarts):
+        restart_seed = seed + restart
         kmeans = faiss.Kmeans(
             vectors.shape[1],
             k,
-            niter=config.kmeans_iterations,
-            seed=seed,
+            niter=iterations,
+            seed=restart_seed,
             spherical=True,
             verbose=False,
         )
         # faiss warns when there are fewer than 39 points per centroid; that is expected here.
         kmeans.cp.min_points_per_centroid = 1
-        kmeans.train(vectors, init_centroids=kmeans_plus_plus_seeds(vectors, k, seed))
+        kmeans.train(vectors, init_centroids=kmeans_plus_plus_seeds(vectors, k, restart_seed))
         objective = float(kmeans.obj[-1])
         if best is None or objective < best[0]:
             _, assigned = kmeans.index.search(vectors, 1)
@@ -189,33 +358,6 @@ def kmeans_plus_plus_seeds(vectors: np.ndarray, k: int, seed: int) -> np.ndarray
     sample = vectors if size == len(vectors) else vectors[rng.choice(len(vectors), size, False)]
     seeds, _ = kmeans_plusplus(np.asarray(sample, dtype=np.float64), k, random_state=seed)
     return np.ascontiguousarray(seeds, dtype=np.float32)
-
-
-def _hdbscan_labels(vectors: np.ndarray, config: ClusterConfig) -> np.ndarray:
-    """UMAP to a few dimensions (HDBSCAN is slow on 384-d), HDBSCAN there, then every
-    outlier (-1) joins the cluster whose centroid (in the original space) is nearest."""
-    import hdbscan
-    import umap
-
-    n = vectors.shape[0]
-    if n < 4:
-        return np.zeros(n, dtype=np.int64)
-    n_components = max(2, min(config.umap_components, n - 2))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "n_jobs overridden by random_state" and the like
-        reduced = umap.UMAP(
-            n_neighbors=max(2, min(config.umap_neighbors, n - 1)),
-            n_components=n_components,
-            min_dist=0.0,
-            metric="cosine",
-            random_state=config.seed,
-            init="spectral" if n > n_components + 1 else "random",
-        ).fit_transform(vectors)
-    wanted = config.min_cluster_size or config.target_cluster_size // 2
-    min_cluster_size = max(2, min(wanted, n // 2))
-    labels = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size).fit_predict(reduced)
-    _log.info(f"cluster: hdbscan left {int((labels < 0).sum())} of {n} vectors as outliers")
-    return reassign_outliers(vectors, labels)
 
 
 def reassign_outliers(vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:

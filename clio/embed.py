@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from clio.config import EmbedConfig
 from clio.progress import Progress
 
 if TYPE_CHECKING:
@@ -111,6 +112,12 @@ class SentenceTransformerEmbedder:
             show_progress_bar=False,
         )
         return np.asarray(vectors, dtype=np.float32)
+
+
+def build_embedder(config: EmbedConfig) -> Embedder:
+    """The embedder the config asks for. The one place a stage, the evaluation or a
+    benchmark gets an embedder from, so a new backend is added here and nowhere else."""
+    return SentenceTransformerEmbedder(config.model, config.batch_size)
 
 
 def text_sha256(text: str) -> str:

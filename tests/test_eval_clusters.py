@@ -246,7 +246,7 @@ class HashEmbedder:
 
 
 def test_run_prints_one_json_object_with_hierarchy(shared_data, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(harness, "SentenceTransformerEmbedder", HashEmbedder)
+    monkeypatch.setattr(harness, "build_embedder", HashEmbedder)
     parser = argparse.ArgumentParser()  # `clio eval clusters` without loading the CLI
     harness.add_arguments(parser)
     args = ["--dataset", "clinc150", "--json", "--limit", "300"]

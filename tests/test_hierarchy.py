@@ -12,7 +12,13 @@ from clio.config import (
     PrivacyConfig,
     RunConfig,
 )
-from clio.hierarchy import build_facet_tree, nested_levels, parent_level_sizes
+from clio.hierarchy import (
+    TreeSettings,
+    build_facet_tree,
+    nested_levels,
+    parent_level_sizes,
+    parent_procedure,
+)
 from clio.hierarchy_llm import name_key
 from clio.llm.client import StructuredLLM
 from clio.mapping import map_positions
@@ -38,12 +44,16 @@ def _items(seed: int = 0):
     return conversation_ids, texts, users, vectors
 
 
-def _config(**hierarchy) -> RunConfig:
+def _run_config(**hierarchy) -> RunConfig:
     return RunConfig(
         cluster=ClusterConfig(method="kmeans", target_cluster_size=PER_TOPIC, seed=1),
         privacy=PrivacyConfig(min_users=2),
         hierarchy=HierarchyConfig(**hierarchy),
     )
+
+
+def _config(**hierarchy) -> TreeSettings:
+    return TreeSettings.from_config(_run_config(**hierarchy))
 
 
 def _fake_llm() -> tuple[StructuredLLM, FakeBackend]:
@@ -217,7 +227,7 @@ def test_empty_and_mismatched_inputs():
 )
 def test_parent_level_sizes(n_base, branching, top, max_levels, expected):
     config = _config(branching=branching, top_clusters=top, max_levels=max_levels)
-    assert parent_level_sizes(n_base, config) == expected
+    assert parent_level_sizes(n_base, config.hierarchy) == expected
 
 
 @pytest.mark.parametrize("k", [0, 1, 2, 5, 40])
@@ -256,7 +266,7 @@ def test_nested_levels_refine_each_partition_by_the_levels_above(monkeypatch):
         }[(len(centroids), size)]
 
     monkeypatch.setattr(hierarchy_module, "partition_base_clusters", fake_partition)
-    levels = nested_levels(np.eye(6), np.ones(6), [3, 2, 1], RunConfig())
+    levels = nested_levels(np.eye(6), np.ones(6), [3, 2, 1], HierarchyConfig(), 0)
     # the levels below the top are partitioned from the base clusters, highest first; the
     # top groups the 2 nodes of the level below it
     assert calls == [(6, 2), (6, 3), (2, 1)]
@@ -276,8 +286,7 @@ def test_grouping_recovers_nested_topic_families(grouping):
     topic = np.repeat(family, 4, axis=0) + 1.0 * rng.normal(size=(12, DIM))
     base = np.repeat(topic, 12, axis=0) + 0.1 * rng.normal(size=(144, DIM))
     base /= np.linalg.norm(base, axis=1, keepdims=True)
-    config = RunConfig(hierarchy=HierarchyConfig(grouping=grouping))
-    levels = nested_levels(base, np.full(144, 5), [12, 3], config)
+    levels = nested_levels(base, np.full(144, 5), [12, 3], HierarchyConfig(grouping=grouping), 0)
     truth_topic, truth_family = np.repeat(np.arange(12), 12), np.repeat(np.arange(3), 48)
     assert adjusted_rand_score(truth_topic, levels[0]) == 1.0
     assert adjusted_rand_score(truth_family, levels[1]) == 1.0
@@ -297,7 +306,7 @@ def _family_of(text: str) -> str:
     return FAMILIES[_topic_of(text) % len(FAMILIES)]
 
 
-def _llm_config(**hierarchy) -> RunConfig:
+def _llm_config(**hierarchy) -> TreeSettings:
     settings = {"procedure": "llm", "neighbourhood_size": 20, **hierarchy}
     return _config(**settings)
 
@@ -458,17 +467,20 @@ def test_llm_procedure_repeats_until_the_top_is_small_enough():
 
 def test_auto_procedure_uses_the_llm_only_with_a_capable_backend():
     llm, _ = _procedure_llm()
-    local = _config()
+    local = _run_config()
     remote = local.model_copy(update={"llm": LLMConfig(backend="anthropic", model="m")})
-    assert not hierarchy_module.uses_llm_procedure(llm, local)
-    assert hierarchy_module.uses_llm_procedure(llm, remote)
-    assert not hierarchy_module.uses_llm_procedure(None, remote)
-    forced = _config(procedure="llm")
-    assert hierarchy_module.uses_llm_procedure(llm, forced)
     kept = remote.model_copy(update={"hierarchy": HierarchyConfig(procedure="centroids")})
-    assert not hierarchy_module.uses_llm_procedure(llm, kept)
     keywords = remote.model_copy(update={"hierarchy": HierarchyConfig(name_parents_with_llm=False)})
-    assert not hierarchy_module.uses_llm_procedure(llm, keywords)
+
+    def procedure(llm, config: RunConfig) -> str:
+        return parent_procedure(llm, TreeSettings.from_config(config))
+
+    assert procedure(llm, local) == "centroids"
+    assert procedure(llm, remote) == "llm"
+    assert procedure(None, remote) == "centroids"
+    assert procedure(llm, _run_config(procedure="llm")) == "llm"
+    assert procedure(llm, kept) == "centroids"
+    assert procedure(llm, keywords) == "centroids"
 
 
 def test_llm_procedure_is_deterministic():

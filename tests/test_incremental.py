@@ -17,8 +17,9 @@ import duckdb
 import numpy as np
 import pytest
 
-from clio.config import RunConfig
-from clio.incremental import base_centroids, nearest_centroids, tree_digest, tree_from_build
+from clio.cluster import build_clusterer
+from clio.config import ClusterConfig, RunConfig
+from clio.incremental import base_centroids, tree_digest, tree_from_build
 from clio.store import BuildNode
 from tests.cli_run import run_clio
 from tests.fakes.loopback import LoopbackServer, Reply, Seen
@@ -47,16 +48,30 @@ CENTROIDS = np.stack([_unit(1, 0, 0), _unit(0, 1, 0)])
     ],
 )
 def test_nearest_centroid_within_the_cut_off(vector, max_distance, label, distance):
-    labels, distances = nearest_centroids(vector[None, :] * 3.0, CENTROIDS, max_distance)
+    labels, distances = _loaded(CENTROIDS).predict(vector[None, :] * 3.0, max_distance)
     assert labels.tolist() == [label]
     assert distances[0] == pytest.approx(distance, abs=1e-5)
 
 
 def test_nearest_centroids_without_items_or_centroids():
-    labels, distances = nearest_centroids(np.zeros((0, 3), np.float32), CENTROIDS, 0.5)
+    labels, distances = _loaded(CENTROIDS).predict(np.zeros((0, 3), np.float32), 0.5)
     assert labels.shape == distances.shape == (0,)
-    labels, _ = nearest_centroids(np.stack([_unit(1, 0, 0)]), np.zeros((0, 3), np.float32), 2.0)
+    labels, _ = _loaded(np.zeros((0, 3), np.float32)).predict(np.stack([_unit(1, 0, 0)]), 2.0)
     assert labels.tolist() == [-1]
+
+
+def _loaded(centroids: np.ndarray, method: str = "kmeans"):
+    """A build's clusterer with its stored centroids, as an incremental run loads it."""
+    clusterer = build_clusterer(ClusterConfig(method=method))
+    clusterer.load(centroids)
+    return clusterer
+
+
+def test_either_method_assigns_increments_by_the_nearest_stored_centroid():
+    vectors = np.stack([_unit(1, 0.1, 0), _unit(0, 1, 0.2), _unit(0, 0, 1)])
+    for method in ("kmeans", "hdbscan"):
+        labels, _ = _loaded(CENTROIDS, method).predict(vectors, 0.5)
+        assert labels.tolist() == [0, 1, -1]
 
 
 def test_base_centroids_are_unit_means_of_their_items():

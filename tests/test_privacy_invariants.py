@@ -25,7 +25,7 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, HashingVectorize
 from clio.audit import KeywordRenamer, audit_texts
 from clio.config import LLMConfig, RunConfig, ScrubConfig
 from clio.gate import GateResult, apply_gate
-from clio.hierarchy import build_facet_tree
+from clio.hierarchy import TreeSettings, build_facet_tree
 from clio.llm.base import LLMError
 from clio.llm.client import StructuredLLM
 from clio.records import Cluster
@@ -127,8 +127,9 @@ def run_stages(
     users = {c: u for c, u, _ in corpus}
     texts = [t for _, _, t in corpus]
     llm = llm_for(FakeBackend(leaky_namer(audit_score)))
+    settings = TreeSettings.from_config(config)
     tree = build_facet_tree(
-        "request", ids, texts, [users[c] for c in ids], embed(texts), llm, config
+        "request", ids, texts, [users[c] for c in ids], embed(texts), llm, settings
     )
     values = {c: {"request": t} for c, _, t in corpus}
     result = apply_gate(

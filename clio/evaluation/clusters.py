@@ -36,7 +36,7 @@ import numpy as np
 
 from clio.cluster import centroids_of, choose_k, cluster_vectors
 from clio.config import PrivacyConfig, RunConfig, load_config
-from clio.embed import Embedder, SentenceTransformerEmbedder, embed_texts, normalise_rows
+from clio.embed import Embedder, build_embedder, embed_texts, normalise_rows
 from clio.evaluation.cluster_datasets import NAMES, LabelledTexts, load_dataset
 from clio.evaluation.data_dir import add_data_dir_argument, default_data_dir
 from clio.evaluation.metrics import score_clustering
@@ -181,13 +181,14 @@ def evaluate_hierarchy(
     config: RunConfig,
     llm: StructuredLLM | None,
 ) -> dict[str, Any]:
-    from clio.hierarchy import build_facet_tree
+    from clio.hierarchy import TreeSettings, build_facet_tree
 
     assert dataset.coarse_labels is not None
     n = len(dataset.texts)
     ids = [f"item-{i}" for i in range(n)]
     start = time.perf_counter()
-    tree = build_facet_tree("topic", ids, dataset.texts, ids, vectors, llm, config)
+    settings = TreeSettings.from_config(config)
+    tree = build_facet_tree("topic", ids, dataset.texts, ids, vectors, llm, settings)
     seconds = time.perf_counter() - start
     levels = tree_level_labels(tree, n)
     n_coarse = len(set(dataset.coarse_labels))
@@ -264,7 +265,10 @@ def evaluate(
         results[method] = _rounded({**score_clustering(dataset.labels, labels), "seconds": seconds})
         if method in clio_configs and clio_configs[method].cluster.method == "kmeans":
             # the k-means ceiling; n_clusters is what is left after unseparated ones merged
-            results[method]["k_from_n"] = choose_k(len(vectors), clio_configs[method].cluster)
+            c = clio_configs[method].cluster
+            results[method]["k_from_n"] = choose_k(
+                len(vectors), c.target_cluster_size, c.min_k, c.max_k
+            )
         _log.info(f"eval clusters {dataset.name}: {method} done in {seconds:.1f} s")
     report: dict[str, Any] = {
         "dataset": dataset.name,
@@ -395,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.limit is not None:
         dataset = dataset.head(args.limit)
-    embedder = SentenceTransformerEmbedder(config.embed.model, config.embed.batch_size)
+    embedder = build_embedder(config.embed)
     vectors = embed_cached(dataset.texts, embedder, args.cache_dir)
     llm = build_llm(config) if args.llm else None
     report = evaluate(dataset, vectors, config, methods=methods, llm=llm)

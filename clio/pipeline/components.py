@@ -10,7 +10,7 @@ import hashlib
 import os
 
 from clio.config import EmbedConfig, LLMConfig, ScrubConfig
-from clio.embed import Embedder, SentenceTransformerEmbedder
+from clio.embed import Embedder, build_embedder
 from clio.llm.client import ResponseCache, StructuredLLM
 from clio.llm.factory import build_backend
 from clio.scrub import Scrubber, build_scrubber
@@ -32,7 +32,7 @@ def scrubber_for(config: ScrubConfig) -> Scrubber:
 def embedder_for(config: EmbedConfig) -> Embedder:
     key = config.model_dump_json()
     if key not in _EMBEDDERS:
-        _EMBEDDERS[key] = SentenceTransformerEmbedder(config.model, config.batch_size)
+        _EMBEDDERS[key] = build_embedder(config)
     return _EMBEDDERS[key]
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from clio.config import RunConfig, config_hash
+from clio.hierarchy import TreeSettings
 from clio.incremental import Mode, tree_digest
 from clio.manifest import write_manifest
 from clio.pipeline.components import hmac_key, key_fingerprint
@@ -246,6 +247,7 @@ def run_pipeline(
                     assign_increment,
                     clustered=clustered,
                     embed_config=config.embed,
+                    cluster_config=config.cluster,
                     max_distance=config.incremental.max_distance,
                     build_id=build[0],
                     run_id=run_id,
@@ -268,7 +270,9 @@ def run_pipeline(
         else:
             trees = runner.run(
                 build_trees,
-                config=config,
+                settings=TreeSettings.from_config(config),
+                embed_config=config.embed,
+                llm_config=config.llm,
                 clustered=clustered,
                 conversation_ids=ids,
                 private_path=str(paths.private),

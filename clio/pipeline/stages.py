@@ -16,18 +16,19 @@ from typing import Any
 
 import numpy as np
 
+from clio.cluster import build_clusterer
 from clio.config import (
+    ClusterConfig,
     EmbedConfig,
     FacetConfig,
     IngestConfig,
     LLMConfig,
-    RunConfig,
     ScrubConfig,
 )
 from clio.embed import embed_texts
 from clio.facets import extract_facets
-from clio.hierarchy import base_cluster_of_items, build_facet_tree
-from clio.incremental import base_centroids, nearest_centroids, tree_from_build
+from clio.hierarchy import TreeSettings, base_cluster_of_items, build_facet_tree
+from clio.incremental import base_centroids, tree_from_build
 from clio.ingest import ingest
 from clio.pipeline.components import embedder_for, hmac_key, key_fingerprint, llm_for, scrubber_for
 from clio.records import Cluster, FacetValue, QuarantineRecord
@@ -198,7 +199,9 @@ def merge_shards(private: Path, shards: Sequence[Path]) -> None:
 
 
 def build_trees(
-    config: RunConfig,
+    settings: TreeSettings,
+    embed_config: EmbedConfig,
+    llm_config: LLMConfig,
     clustered: list[str],
     conversation_ids: list[str],
     private_path: str,
@@ -213,7 +216,8 @@ def build_trees(
     with PrivateStore(private_path) as store:
         values = store.get_facets(conversation_ids)
         for facet in clustered:
-            tree = _facet_tree(config, facet, facet_items(values, facet), store, run_id)
+            items = facet_items(values, facet)
+            tree = _facet_tree(settings, embed_config, llm_config, facet, items, store, run_id)
             clusters.extend(tree.clusters)
             nodes.extend(tree.nodes)
             add_usage(usage, tree.usage)
@@ -222,17 +226,29 @@ def build_trees(
 
 
 def _facet_tree(
-    config: RunConfig, facet: str, items: FacetItems, store: PrivateStore, run_id: str
+    settings: TreeSettings,
+    embed_config: EmbedConfig,
+    llm_config: LLMConfig,
+    facet: str,
+    items: FacetItems,
+    store: PrivateStore,
+    run_id: str,
 ) -> FacetTree:
     if not items.texts:
         log.info(f"cluster {facet}: no values to cluster")
         return FacetTree([], [], {})
     users = store.user_pseudonyms(sorted(set(items.conversation_ids)))
     item_users = [users[c] for c in items.conversation_ids]
-    vectors = embed_texts(items.texts, embedder_for(config.embed), store)
-    llm = llm_for(config.llm, store)
+    vectors = embed_texts(items.texts, embedder_for(embed_config), store)
+    llm = llm_for(llm_config, store)
     tree = build_facet_tree(
-        facet, items.conversation_ids, items.texts, item_users, vectors, llm, config
+        facet,
+        items.conversation_ids,
+        items.texts,
+        item_users,
+        vectors,
+        llm,
+        settings,
     )
     base = [node for node in tree if node.level == 0]
     base_of_item = base_cluster_of_items(tree)
@@ -269,6 +285,7 @@ def _facet_tree(
 def assign_increment(
     clustered: list[str],
     embed_config: EmbedConfig,
+    cluster_config: ClusterConfig,
     max_distance: float,
     build_id: str,
     run_id: str,
@@ -295,7 +312,9 @@ def assign_increment(
                 if base
                 else np.zeros((0, vectors.shape[1]), dtype=np.float32)
             )
-            labels, distances = nearest_centroids(vectors, centroids, max_distance)
+            clusterer = build_clusterer(cluster_config)
+            clusterer.load(centroids)
+            labels, distances = clusterer.predict(vectors, max_distance)
             for item, conversation, label, distance in zip(
                 items.item_ids, items.conversation_ids, labels, distances, strict=True
             ):
