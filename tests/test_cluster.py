@@ -128,7 +128,10 @@ def test_tiny_inputs(n):
 
 def test_hdbscan_path_labels_every_vector_and_reassigns_its_outliers(monkeypatch):
     # Spread-out blobs plus scattered background points: HDBSCAN calls some of them noise.
-    points, truth, _ = blobs(3, 40, noise=0.3, seed=5)
+    # At this spread UMAP's layout (and so the cluster count) depends on the CPU's float
+    # arithmetic for some seeds (seed 5 gave two clusters on an AVX-512 machine, three on
+    # another); seed 3 gives three clusters with outliers.
+    points, truth, _ = blobs(3, 40, noise=0.3, seed=3)
     rng = np.random.default_rng(1)
     background = rng.normal(size=(10, points.shape[1]))
     background /= np.linalg.norm(background, axis=1, keepdims=True)
