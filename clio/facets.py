@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -34,7 +35,7 @@ from pydantic import (
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 from clio.concern import concern_level
-from clio.config import METADATA_FACET_NAMES, FacetConfig
+from clio.config import METADATA_FACET_NAMES, FacetConfig, FacetExtractor
 from clio.keywords import letter_runs
 from clio.language import LANGUAGE_CODES, identify_languages, reconcile_language
 from clio.llm.base import Example, Prompt
@@ -417,6 +418,65 @@ def metadata_value(conversation: ScrubbedConversation, name: str) -> str | int:
 # --- the stage ----------------------------------------------------------------------
 
 
+@dataclass
+class Batch:
+    """What the batched extractors computed for a list of conversations, once each: the
+    combined LLM call's answers and lingua's languages (one per conversation, or empty)."""
+
+    answers: list[BaseModel | LLMFailure] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)
+    checked: list[FacetConfig] = field(default_factory=list)  # language facets the LLM cross-checks
+    taken_from_llm: int = 0  # languages where the LLM's answer replaced lingua's
+
+
+# One facet's value of the conversation at `index` of the batch.
+Extractor = Callable[[FacetConfig, ScrubbedConversation, int, Batch], FacetValue]
+
+
+def _from_llm(
+    facet: FacetConfig, conversation: ScrubbedConversation, index: int, batch: Batch
+) -> FacetValue:
+    cid = conversation.conversation_id
+    answer = batch.answers[index]
+    if isinstance(answer, LLMFailure):
+        return FacetValue(cid, facet.name, None, status="failed", error=answer.error)
+    value = getattr(answer, _field_name(facet.name))
+    if facet.lexicon is not None:
+        value = cross_checked(value, conversation, facet)
+    return FacetValue(cid, facet.name, value)
+
+
+def _from_language_id(
+    facet: FacetConfig, conversation: ScrubbedConversation, index: int, batch: Batch
+) -> FacetValue:
+    answer = batch.answers[index] if batch.answers and facet in batch.checked else None
+    if answer is None or isinstance(answer, LLMFailure):
+        language = batch.languages[index]
+    else:
+        language, taken = reconcile_language(
+            user_text(conversation),
+            getattr(answer, _field_name(facet.name)),
+            batch.languages[index],
+        )
+        batch.taken_from_llm += taken
+    return FacetValue(conversation.conversation_id, facet.name, language)
+
+
+def _from_metadata(
+    facet: FacetConfig, conversation: ScrubbedConversation, index: int, batch: Batch
+) -> FacetValue:
+    value = metadata_value(conversation, facet.name)
+    return FacetValue(conversation.conversation_id, facet.name, value)
+
+
+# The extractor of each `FacetConfig.extractor` value: a new kind is one function here.
+EXTRACTORS: dict[FacetExtractor, Extractor] = {
+    "llm": _from_llm,
+    "language_id": _from_language_id,
+    "metadata": _from_metadata,
+}
+
+
 def extract_facets(
     conversations: Sequence[ScrubbedConversation],
     facets: Sequence[FacetConfig],
@@ -439,50 +499,25 @@ def extract_facets(
             "llm facets configured (" + ", ".join(f.name for f in llm_facets) + ") but no LLM"
         )
 
-    answers: list[BaseModel | LLMFailure] = []
+    batch = Batch(checked=checked)
     if llm_facets and conversations:
         assert llm is not None
         examples = facet_examples(asked, max_input_chars)
         model = facet_output_model(asked, examples=examples)
         prompts = [facet_prompt(c, asked, examples, max_input_chars) for c in conversations]
-        answers = llm.ask_many(prompts, model, label="facets")
+        batch.answers = llm.ask_many(prompts, model, label="facets")
+    if any(f.extractor == "language_id" for f in facets):
+        batch.languages = identify_languages([user_text(c) for c in conversations])
 
-    languages = (
-        identify_languages([user_text(c) for c in conversations])
-        if any(f.extractor == "language_id" for f in facets)
-        else []
-    )
-    values: list[FacetValue] = []
-    taken_from_llm = 0
-    for index, conversation in enumerate(conversations):
-        cid = conversation.conversation_id
-        for facet in facets:
-            if facet.extractor == "language_id":
-                text = user_text(conversation)
-                answer = answers[index] if answers and facet in checked else None
-                if answer is None or isinstance(answer, LLMFailure):
-                    language = languages[index]
-                else:
-                    language, taken = reconcile_language(
-                        text, getattr(answer, _field_name(facet.name)), languages[index]
-                    )
-                    taken_from_llm += taken
-                values.append(FacetValue(cid, facet.name, language))
-            elif facet.extractor == "metadata":
-                values.append(FacetValue(cid, facet.name, metadata_value(conversation, facet.name)))
-            else:
-                answer = answers[index]
-                if isinstance(answer, LLMFailure):
-                    values.append(
-                        FacetValue(cid, facet.name, None, status="failed", error=answer.error)
-                    )
-                else:
-                    value = getattr(answer, _field_name(facet.name))
-                    if facet.lexicon is not None:
-                        value = cross_checked(value, conversation, facet)
-                    values.append(FacetValue(cid, facet.name, value))
-    if checked and answers:
-        _log.info(f"language: the LLM's answer replaced lingua's in {taken_from_llm} conversations")
+    values = [
+        EXTRACTORS[facet.extractor](facet, conversation, index, batch)
+        for index, conversation in enumerate(conversations)
+        for facet in facets
+    ]
+    if checked and batch.answers:
+        _log.info(
+            f"language: the LLM's answer replaced lingua's in {batch.taken_from_llm} conversations"
+        )
     return values
 
 

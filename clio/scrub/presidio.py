@@ -19,7 +19,7 @@ from clio.config import ScrubConfig
 from clio.scrub.nlp import build_nlp_engine, check_language, model_version
 from clio.scrub.recognizers.names import is_wordlike_name, ner_person_label
 from clio.scrub.recognizers.registry import build_registry, recognizers_version
-from clio.scrub.spans import Span, apply_placeholders, join_address_parts
+from clio.scrub.spans import Scrubber, Span, apply_placeholders, join_address_parts
 
 CHUNK_CHARS = 5000  # longer texts are analysed in overlapping chunks, spans mapped back
 CHUNK_OVERLAP_CHARS = 200
@@ -219,5 +219,5 @@ def _identifier(config: ScrubConfig, entities: list[str], languages: list[str]) 
     )
 
 
-def build_scrubber(config: ScrubConfig) -> PresidioScrubber:
+def build_scrubber(config: ScrubConfig) -> Scrubber:
     return PresidioScrubber(config)

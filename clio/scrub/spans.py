@@ -39,6 +39,11 @@ class Scrubber(Protocol):
         """Stable: engine, model, recognizer set version and a hash of the scrub config."""
         ...
 
+    @property
+    def entities(self) -> list[str]:
+        """The entity types it replaces (what an evaluation scores it on)."""
+        ...
+
     def analyze(self, texts: Sequence[str]) -> list[list[Span]]:
         """Spans to replace in each text (dropped types, allow-listed values excluded)."""
         ...
