@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast, get_args
 from prefect import Flow, Task, flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
+from prefect.task_runners import TaskRunner
 
 from clio.config import RunConfig, RunnerConfig, load_config
 from clio.incremental import Mode
@@ -73,7 +74,7 @@ class PrefectTasks:
         return [cast(T, TASKS[stage](**kwargs)) for kwargs in calls]
 
 
-def dask_task_runner(runner: RunnerConfig) -> Any:
+def dask_task_runner(runner: RunnerConfig) -> TaskRunner:
     """Prefect's Dask task runner: connect to `runner.address`, or start a local cluster."""
     try:
         from prefect_dask import DaskTaskRunner

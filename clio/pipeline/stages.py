@@ -30,6 +30,8 @@ from clio.facets import extract_facets
 from clio.hierarchy import TreeSettings, base_cluster_of_items, build_facet_tree
 from clio.incremental import base_centroids, tree_from_build
 from clio.ingest import ingest
+from clio.llm.client import StructuredLLM
+from clio.llm.client import Usage as LLMUsage
 from clio.pipeline.components import embedder_for, hmac_key, key_fingerprint, llm_for, scrubber_for
 from clio.records import Cluster, FacetValue, QuarantineRecord
 from clio.scrub import scrub_conversations, scrub_workers
@@ -70,9 +72,7 @@ class FacetTree:
     usage: Usage
 
 
-def usage_of(llm: Any) -> Usage:
-    from clio.llm.client import Usage as LLMUsage
-
+def usage_of(llm: StructuredLLM | None) -> Usage:
     return (llm.usage if llm is not None else LLMUsage()).as_dict()
 
 
