@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from clio.released import RunRow
+from clio.released import CONCERNING_AT, RunRow
 from clio.web import model
 from clio.web.released import NotAReleasedStore, ReleasedStore
 
@@ -140,11 +140,7 @@ def create_app(db_path: Path | str, allowed_hosts: Sequence[str] | None = None) 
             for facet in forest
         }
         concerning = model.sort_clusters(
-            [
-                c
-                for c in clusters
-                if c.concern_mean is not None and c.concern_mean >= model.CONCERNING_AT
-            ],
+            [c for c in clusters if c.concern_mean is not None and c.concern_mean >= CONCERNING_AT],
             "concern",
         )
         return page(

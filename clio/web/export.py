@@ -20,7 +20,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from clio.released import ReleasedCluster
+from clio.released import CONCERNING_AT, ReleasedCluster
 from clio.web import model
 from clio.web.app import TEMPLATES_DIR, static_file
 from clio.web.released import ReleasedStore
@@ -129,7 +129,7 @@ def export_data(store: ReleasedStore) -> dict[str, Any]:
         "history": history,
         "map_size": [model.MAP_WIDTH, model.MAP_HEIGHT],
         "concern_labels": {str(k): v for k, v in model.CONCERN_LABELS.items()},
-        "concerning_at": model.CONCERNING_AT,
+        "concerning_at": CONCERNING_AT,
     }
 
 
