@@ -38,10 +38,14 @@ def _prepare_environment(output_dir: Path) -> None:
 
 
 def _log_to_file(output_dir: Path) -> Path:
+    """The run's log file, for its owner only: a log line may quote anything."""
+    from clio.store import PRIVATE_FILE_MODE, make_private_dir
+
     log_dir = output_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(log_dir)
     path = log_dir / "clio.log"
     handler = logging.FileHandler(path, encoding="utf-8")
+    os.chmod(path, PRIVATE_FILE_MODE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("clio", "prefect"):
         logger = logging.getLogger(name)
