@@ -77,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export_html(args: argparse.Namespace) -> int:
-    from clio.web.export import export_html
+    from clio.web.export import OutputRefused, export_html
     from clio.web.released import NotAReleasedStore
 
     try:
@@ -85,6 +85,9 @@ def cmd_export_html(args: argparse.Namespace) -> int:
     except NotAReleasedStore as exc:
         print(f"clio export-html: {exc}", file=sys.stderr)
         return 1
+    except OutputRefused as exc:
+        print(f"clio export-html: {exc}", file=sys.stderr)
+        return 2
     print(
         f"clio export-html: wrote {summary.path} ({summary.n_bytes:,} bytes; "
         f"{summary.n_runs} runs, {summary.n_clusters} cluster rows)"
