@@ -38,10 +38,14 @@ def _prepare_environment(output_dir: Path) -> None:
 
 
 def _log_to_file(output_dir: Path) -> Path:
+    """The run's log file, for its owner only: a log line may quote anything."""
+    from clio.store import PRIVATE_FILE_MODE, make_private_dir
+
     log_dir = output_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(log_dir)
     path = log_dir / "clio.log"
     handler = logging.FileHandler(path, encoding="utf-8")
+    os.chmod(path, PRIVATE_FILE_MODE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("clio", "prefect"):
         logger = logging.getLogger(name)
@@ -124,7 +128,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sql(args: argparse.Namespace) -> int:
-    from clio.sql import ReadOnlyError, format_rows, run_query, write_parquet
+    from clio.released import NotAReleasedStore
+    from clio.sql import (
+        LimitExceeded,
+        QueryLimits,
+        ReadOnlyError,
+        format_rows,
+        run_query,
+        write_parquet,
+    )
 
     db = Path(args.db)
     if not db.exists():
@@ -133,15 +145,19 @@ def cmd_sql(args: argparse.Namespace) -> int:
     if args.format == "parquet" and not args.out:
         print("clio sql: --format parquet needs --out FILE", file=sys.stderr)
         return 2
+    limits = QueryLimits(args.memory_limit, args.threads, args.max_temp_size, args.timeout)
     try:
         if args.format == "parquet":
-            n = write_parquet(db, args.query, Path(args.out))
+            n = write_parquet(db, args.query, Path(args.out), limits)
             print(f"wrote {n} rows to {args.out}")
             return 0
-        columns, rows = run_query(db, args.query)
-    except ReadOnlyError as exc:
+        columns, rows = run_query(db, args.query, limits)
+    except (ReadOnlyError, NotAReleasedStore) as exc:
         print(f"clio sql: {exc}", file=sys.stderr)
         return 2
+    except LimitExceeded as exc:
+        print(f"clio sql: {exc}", file=sys.stderr)
+        return 3
     except Exception as exc:  # a SQL error is the user's to fix: show it, no traceback
         print(f"clio sql: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -150,6 +166,19 @@ def cmd_sql(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # e.g. `clio sql ... | head`
         sys.stderr.close()
     return 0
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(value: str) -> int | float:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = 0
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, not {value!r}")
+        return number
+
+    return parse
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
@@ -339,7 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
         "sql",
         help="run a read-only SQL query against the released store",
         description="Run one read-only query (SELECT/WITH/DESCRIBE/SHOW) against the released "
-        "store. Tables: runs, clusters, facet_breakdowns; see README for views and examples.",
+        "store. Tables: runs, clusters, facet_breakdowns; see README for views and examples. "
+        "The private store is refused. Each query runs within limits on memory, threads, "
+        "spill disk and time.",
+        epilog="Exit codes: 0 done; 1 no store or a SQL error; 2 refused (a statement that "
+        "writes, a file that is not a released store, bad flags); 3 stopped by a limit.",
     )
     sql.add_argument("query", help='e.g. "SELECT name, n_users FROM clusters ORDER BY 2 DESC"')
     sql.add_argument(
@@ -355,6 +388,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="output format (parquet writes --out FILE)",
     )
     sql.add_argument("--out", metavar="FILE", help="file to write with --format parquet")
+    sql.add_argument(
+        "--memory-limit",
+        default="1GB",
+        metavar="SIZE",
+        help="memory DuckDB may use for the query, e.g. 512MB, 4GB (default: 1GB)",
+    )
+    sql.add_argument(
+        "--threads",
+        type=_positive(int),
+        default=2,
+        metavar="N",
+        help="threads DuckDB may use (default: 2)",
+    )
+    sql.add_argument(
+        "--max-temp-size",
+        default=None,
+        metavar="SIZE",
+        help="let a query larger than --memory-limit spill up to SIZE to a private temporary "
+        "directory (removed afterwards), e.g. 2GB (default: no spilling; such a query fails)",
+    )
+    sql.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=60.0,
+        metavar="SECONDS",
+        help="stop the query after this many seconds (default: 60)",
+    )
     sql.set_defaults(func=cmd_sql)
 
     schedule = sub.add_parser(

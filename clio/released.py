@@ -27,6 +27,7 @@ written, the query's when read), not a field of each row.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -292,13 +293,32 @@ def create_views(connection: duckdb.DuckDBPyConnection) -> None:
         connection.execute(f"COMMENT ON {kind} {name} IS {sql_string(text)}")
 
 
-def read_only_connect(path: Path, writable: Path | None = None) -> duckdb.DuckDBPyConnection:
-    """Open the released store read-only, with file access disabled.
+# Tables only the private store has (scrubbed conversations, the HMAC key): a file that has
+# any of them is never read as a release, whichever command is given its path.
+PRIVATE_TABLES = ("conversations", "secrets")
+
+
+class NotAReleasedStore(ValueError):
+    """The file is not a released store: the contract's tables are missing, or private ones
+    are present."""
+
+
+def read_only_connect(
+    path: Path, writable: Path | None = None, settings: Mapping[str, str | int] | None = None
+) -> duckdb.DuckDBPyConnection:
+    """Open the released store read-only, with file access disabled and the settings locked.
+
+    This is the one way `clio sql`, `clio serve` and `clio export-html` open a store,
+    so its check is the one that refuses the private store (or any file that is not a
+    release) for all three: `NotAReleasedStore` unless the file has the contract's
+    tables and none of `PRIVATE_TABLES`.
 
     `enable_external_access=false` refuses file functions (`read_csv`, …),
     ATTACH and COPY, so a query sees this store and nothing else on disk.
     `writable` names the one file a `COPY … TO` may still write (DuckDB's
     `allowed_paths`, which can only be set before file access is disabled).
+    `settings` (e.g. `memory_limit`, `threads`) are applied before the
+    configuration is locked, so no statement can change them afterwards.
     Open one connection per use and close it: DuckDB shares an open database
     between connections of one process, and a long-lived connection would keep
     reading the file that a later release replaced.
@@ -306,21 +326,41 @@ def read_only_connect(path: Path, writable: Path | None = None) -> duckdb.DuckDB
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no released store at {path}")
-    if writable is None:
-        connection = duckdb.connect(
-            str(path), read_only=True, config={"enable_external_access": False}
-        )
-        connection.execute("SET enable_progress_bar = false")
-        return connection
     connection = duckdb.connect(str(path), read_only=True)
     try:
-        connection.execute("SET enable_progress_bar = false")
-        connection.execute(f"SET allowed_paths = [{sql_string(str(writable))}]")
-        connection.execute("SET enable_external_access = false")
+        _check_released(connection, path)
+        statements = ["SET enable_progress_bar = false"]
+        for name, value in (settings or {}).items():
+            statements.append(f"SET {name} = {_setting(value)}")
+        if writable is not None:
+            statements.append(f"SET allowed_paths = [{sql_string(str(writable))}]")
+        statements += ["SET enable_external_access = false", "SET lock_configuration = true"]
+        for statement in statements:
+            connection.execute(statement)
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def _check_released(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
+    found = connection.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
+    private = sorted({table for _, table in found if table in PRIVATE_TABLES})
+    missing = [t for t in TABLES if ("main", t) not in found]
+    if private or missing:
+        reason = (
+            f"it holds private tables ({', '.join(private)})"
+            if private
+            else f"the tables {', '.join(missing)} are missing"
+        )
+        raise NotAReleasedStore(
+            f"{path} is not a released store: {reason}; give the released store "
+            "(insights.duckdb), never the private one"
+        )
+
+
+def _setting(value: str | int) -> str:
+    return str(value) if isinstance(value, int) else sql_string(value)
 
 
 def sql_string(text: str) -> str:

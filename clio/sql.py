@@ -5,6 +5,11 @@ store with `read_only=True` and file access disabled, so DuckDB itself refuses
 writes, ATTACH, COPY and file functions. `write_parquet` allows exactly one
 file, its output. The statement check below only gives a clear
 message before DuckDB would refuse, using DuckDB's own parser.
+
+Every query also runs within `QueryLimits` (memory, threads, spill disk, wall
+time), set on the connection before its configuration is locked: a query that
+would take the machine (a cross join of two large ranges, a huge sort) fails
+with `LimitExceeded` instead.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ import json
 import math
 import os
 import re
-from collections.abc import Sequence
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -53,6 +63,73 @@ class ReadOnlyError(ValueError):
     """A statement that could change the store (or reach outside it)."""
 
 
+class LimitExceeded(RuntimeError):
+    """A query stopped because it reached one of its `QueryLimits`."""
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """What one query may use, so a slow or hostile query fails rather than taking the
+    machine: DuckDB's `memory_limit` and `threads`, the disk it may spill to, and the
+    wall-clock time after which the query is interrupted.
+
+    `max_temp_size` None means no spilling at all: DuckDB would otherwise write
+    temporary files beside the store. With a size, it spills into a fresh private
+    directory in the system's temporary directory (mode 0700), removed afterwards.
+    """
+
+    memory_limit: str = "1GB"
+    threads: int = 2
+    max_temp_size: str | None = None
+    timeout_seconds: float = 60.0
+
+
+DEFAULT_LIMITS = QueryLimits()
+
+
+@contextmanager
+def limited_connection(
+    db: Path, limits: QueryLimits, writable: Path | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the released store bounded by `limits`; a query that
+    reaches one raises `LimitExceeded`."""
+    spill = None if limits.max_temp_size is None else tempfile.mkdtemp(prefix="clio-sql-")
+    settings: dict[str, str | int] = {
+        "memory_limit": limits.memory_limit,
+        "threads": limits.threads,
+        "temp_directory": spill or "",
+        "max_temp_directory_size": limits.max_temp_size or "0B",
+    }
+    try:
+        connection = read_only_connect(db, writable=writable, settings=settings)
+    except BaseException:
+        if spill:
+            shutil.rmtree(spill, ignore_errors=True)
+        raise
+    # DuckDB stops a running query (and its fetch) on interrupt(), from any thread.
+    timer = threading.Timer(limits.timeout_seconds, connection.interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield connection
+    except duckdb.InterruptException as exc:
+        raise LimitExceeded(
+            f"the query was stopped after {limits.timeout_seconds:g} s (--timeout)"
+        ) from exc
+    except duckdb.OutOfMemoryException as exc:
+        disk = f"--max-temp-size {limits.max_temp_size}" if spill else "no spilling to disk"
+        raise LimitExceeded(
+            f"the query needs more than --memory-limit {limits.memory_limit} ({disk}): "
+            f"{str(exc).splitlines()[0]}"
+        ) from exc
+    finally:
+        timer.cancel()
+        timer.join()
+        connection.close()
+        if spill:
+            shutil.rmtree(spill, ignore_errors=True)
+
+
 def check_read_only(sql: str) -> None:
     """Raise ReadOnlyError unless `sql` is one SELECT/WITH/DESCRIBE/SHOW/read-PRAGMA statement."""
     statements = duckdb.extract_statements(sql)
@@ -81,20 +158,19 @@ def _check_statement(statement: duckdb.Statement) -> None:
     )
 
 
-def run_query(db: Path, sql: str) -> tuple[list[str], list[tuple]]:
+def run_query(
+    db: Path, sql: str, limits: QueryLimits = DEFAULT_LIMITS
+) -> tuple[list[str], list[tuple]]:
     """Run one read-only statement against the released store; return (columns, rows)."""
     check_read_only(sql)
-    connection = read_only_connect(Path(db))
-    try:
+    with limited_connection(Path(db), limits) as connection:
         cursor = connection.execute(sql)
         columns = [column[0] for column in cursor.description or []]
         rows = cursor.fetchall()
-    finally:
-        connection.close()
     return columns, rows
 
 
-def write_parquet(db: Path, sql: str, out_path: Path) -> int:
+def write_parquet(db: Path, sql: str, out_path: Path, limits: QueryLimits = DEFAULT_LIMITS) -> int:
     """Run one read-only query and write its result to `out_path` as Parquet; return the row count.
 
     DuckDB writes the file itself (`COPY (query) TO ... (FORMAT parquet)`, which a
@@ -115,16 +191,14 @@ def write_parquet(db: Path, sql: str, out_path: Path) -> int:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     temp = out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
     query = statement.query.strip().rstrip(";")
-    connection = read_only_connect(db, writable=temp)
     try:
-        # The newline ends a trailing `--` comment inside the query.
-        (count,) = connection.execute(
-            f"COPY (\n{query}\n) TO {sql_string(str(temp))} (FORMAT parquet)"
-        ).fetchone() or (0,)
-        connection.close()
+        with limited_connection(db, limits, writable=temp) as connection:
+            # The newline ends a trailing `--` comment inside the query.
+            (count,) = connection.execute(
+                f"COPY (\n{query}\n) TO {sql_string(str(temp))} (FORMAT parquet)"
+            ).fetchone() or (0,)
         os.replace(temp, out_path)
     finally:
-        connection.close()
         temp.unlink(missing_ok=True)
     return int(count)
 

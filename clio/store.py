@@ -4,11 +4,19 @@ One DuckDB file per output directory (`DIR/private.duckdb`). It is never
 served or exported. One process writes it (the run); every write is a small
 transaction, so a killed run leaves whole rows only and a re-run resumes from
 the caches.
+
+Only its owner can read it: its directory is 0700 and its files 0600. The
+directory is what protects the files DuckDB creates on its own (the WAL, a
+temporary spill directory) with the process umask, and shards that worker
+processes write; the store's own file, and the WAL when present, are also
+chmod'ed 0600 on open and close. No process umask is set, since the released
+store and manifest written by the same process must stay readable.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
 from collections.abc import Iterable, Sequence
@@ -144,6 +152,17 @@ class BuildNode(ClusterNode):
     centroid: np.ndarray | None  # base clusters only: unit-length mean of member vectors
 
 
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def make_private_dir(path: Path) -> None:
+    """Create the directory `path` for its owner only (0700), tightening it if it exists
+    (a directory an older version made 0755)."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    os.chmod(path, PRIVATE_DIR_MODE)
+
+
 class PrivateStore:
     """Thread-safe wrapper over the private DuckDB file (one connection, one lock)."""
 
@@ -152,17 +171,27 @@ class PrivateStore:
         once (partition tasks), but none while a process holds it open for writing."""
         self.path = Path(path)
         self._lock = threading.RLock()
+        self._writable = not read_only
         if read_only:
             self._con = duckdb.connect(str(self.path), read_only=True)
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.path.parent)
         self._con = duckdb.connect(str(self.path))
         self._con.execute(_SCHEMA)
+        self._restrict_files()
 
     # -- lifecycle -------------------------------------------------------
     def close(self) -> None:
         with self._lock:
             self._con.close()
+            if self._writable:
+                self._restrict_files()
+
+    def _restrict_files(self) -> None:
+        """The store's file and its WAL (DuckDB creates both with the process umask) 0600."""
+        for path in (self.path, self.path.with_name(self.path.name + ".wal")):
+            if path.exists():
+                os.chmod(path, PRIVATE_FILE_MODE)
 
     def __enter__(self) -> PrivateStore:
         return self

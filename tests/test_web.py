@@ -471,10 +471,60 @@ def test_no_code_under_clio_web_can_reach_the_private_store():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
-def test_a_loopback_server_refuses_other_host_names(release):
-    client = TestClient(create_app(release.path, allowed_hosts=["127.0.0.1", "localhost"]))
-    assert client.get("/", headers={"host": "127.0.0.1:8000"}).status_code == 200
-    assert client.get("/", headers={"host": "attacker.example"}).status_code == 400
+LOOPBACK_HOST_HEADERS = [
+    "127.0.0.1",
+    "127.0.0.1:8000",
+    "127.0.0.2",
+    "127.255.255.254:9",
+    "localhost",
+    "LOCALHOST:8000",
+    "[::1]",
+    "[::1]:8000",
+    "::1",
+]
+FOREIGN_HOST_HEADERS = [
+    "attacker.example",
+    "attacker.example:8000",
+    "127.0.0.1.attacker.example",
+    "localhost.attacker.example",
+    "10.0.0.1",
+    "0.0.0.0:8000",
+    "[::2]:8000",
+    "[::1",
+    "[::1]x",
+    "127.0.0.1:port",
+    "",
+]
+
+
+@pytest.mark.parametrize("host", LOOPBACK_HOST_HEADERS)
+def test_a_loopback_server_answers_every_loopback_host(release, host):
+    client = TestClient(create_app(release.path, loopback_only=True))
+    assert client.get("/", headers={"host": host}).status_code == 200
+
+
+@pytest.mark.parametrize("host", FOREIGN_HOST_HEADERS)
+def test_a_loopback_server_refuses_other_host_names(release, host):
+    client = TestClient(create_app(release.path, loopback_only=True))
+    response = client.get("/", headers={"host": host})
+    assert response.status_code == 400
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "request-L0" not in response.text
+
+
+def test_serve_guards_every_loopback_bind_address_and_only_those(release, monkeypatch):
+    made: list[bool] = []
+
+    def fake_create_app(db, loopback_only=False):
+        made.append(loopback_only)
+        return object()
+
+    monkeypatch.setattr("clio.web.app.create_app", fake_create_app)
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost", "0.0.0.0", "192.168.1.5", "::"):
+        args = build_parser().parse_args(["serve", "--db", str(release.path), "--host", host])
+        assert args.func(args) == 0
+    assert made == [True, True, True, True, False, False, False]
 
 
 def test_released_text_is_escaped_everywhere(tmp_path):

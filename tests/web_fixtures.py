@@ -285,7 +285,7 @@ def running_server(db: Path) -> Iterator[str]:
 
     port = free_port()
     config = uvicorn.Config(
-        create_app(db, allowed_hosts=[f"127.0.0.1:{port}", "127.0.0.1"]),
+        create_app(db, loopback_only=True),
         host="127.0.0.1",
         port=port,
         log_level="warning",

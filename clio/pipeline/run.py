@@ -62,7 +62,7 @@ from clio.pipeline.stages import (
 )
 from clio.records import Cluster
 from clio.released import RunRow
-from clio.store import PrivateStore
+from clio.store import PrivateStore, make_private_dir
 
 log = logging.getLogger("clio.flow")
 
@@ -138,7 +138,8 @@ def run_pipeline(
     """Run every stage over `input_paths`, release to `output_dir`; the manifest."""
     runner = runner if runner is not None else InProcess()
     paths = RunPaths(output_dir)
-    paths.shards.mkdir(parents=True, exist_ok=True)
+    make_private_dir(paths.private.parent)  # private/ and shards/: the owner's only (0700)
+    make_private_dir(paths.shards)
     digest = config_hash(config)
     shape = tree_digest(config)
     started_at = datetime.now(UTC).replace(tzinfo=None)

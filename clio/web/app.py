@@ -9,7 +9,8 @@ latest run); an unknown run or cluster id is a 404. Data comes only from
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import ipaddress
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,12 +18,11 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from clio.released import RunRow
+from clio.released import CONCERNING_AT, RunRow
 from clio.web import model
 from clio.web.released import NotAReleasedStore, ReleasedStore
 
@@ -44,21 +44,46 @@ STATIC_TYPES = {
     "clio.js": "text/javascript; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }
-# Host names a loopback server answers to. (Starlette's host check cannot parse an IPv6
-# Host header, so `--host ::1` runs without it.)
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+LOOPBACK_NAMES = ("localhost",)
 TEMPLATES_DIR = Path(__file__).with_name("templates")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a Host header (or a bind address) names this machine's loopback interface:
+    `localhost`, any address in 127.0.0.0/8, or `::1`, bracketed or not, with or without
+    a port. A loopback server answers only such requests, so a page elsewhere that
+    rebinds its own name to 127.0.0.1 (DNS rebinding) gets a 400, not the data."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [v6] or [v6]:port
+        host, bracket, rest = host[1:].partition("]")
+        if not bracket or (rest and not _is_port(rest)):
+            return False
+    elif host.count(":") == 1:  # name:port or v4:port; more colons is a bare IPv6 address
+        host, _, port = host.partition(":")
+        if not _is_port(":" + port):
+            return False
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_port(text: str) -> bool:
+    return len(text) > 1 and text[0] == ":" and text[1:].isdigit()
 
 
 def static_file(name: str) -> bytes:
     return resources.files("clio.web").joinpath("static", name).read_bytes()
 
 
-def create_app(db_path: Path | str, allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+def create_app(db_path: Path | str, loopback_only: bool = False) -> FastAPI:
     """The web app over the released store at `db_path` (checked now, read per request).
 
-    `allowed_hosts` (Host header values) guards a loopback server against DNS
-    rebinding; None accepts any host.
+    `loopback_only` (for a server bound to a loopback address) answers only requests
+    whose Host header `is_loopback`, which guards against DNS rebinding; otherwise
+    any Host is accepted.
     """
     store = ReleasedStore(db_path)
     # The only files served: read once, looked up by exact name, so no request
@@ -68,14 +93,15 @@ def create_app(db_path: Path | str, allowed_hosts: Sequence[str] | None = None) 
     app = FastAPI(
         title="clio insights", docs_url=None, redoc_url=None, openapi_url=None
     )  # no API docs: they load scripts from a CDN
-    if allowed_hosts is not None:
-        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
 
     @app.middleware("http")
     async def security_headers(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        response = await call_next(request)
+        if loopback_only and not is_loopback(request.headers.get("host", "")):
+            response: Response = PlainTextResponse("Invalid host header", status_code=400)
+        else:
+            response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
         return response
 
@@ -140,11 +166,7 @@ def create_app(db_path: Path | str, allowed_hosts: Sequence[str] | None = None) 
             for facet in forest
         }
         concerning = model.sort_clusters(
-            [
-                c
-                for c in clusters
-                if c.concern_mean is not None and c.concern_mean >= model.CONCERNING_AT
-            ],
+            [c for c in clusters if c.concern_mean is not None and c.concern_mean >= CONCERNING_AT],
             "concern",
         )
         return page(

@@ -60,14 +60,13 @@ def add_web_commands(sub: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from clio.web.app import LOOPBACK_HOSTS, create_app
+    from clio.web.app import create_app, is_loopback
     from clio.web.released import NotAReleasedStore
 
     try:
-        # A loopback server only answers requests addressed to loopback names,
-        # so a web page elsewhere cannot reach it by DNS rebinding.
-        allowed = list(LOOPBACK_HOSTS) if args.host in LOOPBACK_HOSTS else None
-        app = create_app(Path(args.db), allowed_hosts=allowed)
+        # A loopback server only answers requests addressed to a loopback name or
+        # address, so a web page elsewhere cannot reach it by DNS rebinding.
+        app = create_app(Path(args.db), loopback_only=is_loopback(args.host))
     except NotAReleasedStore as exc:
         print(f"clio serve: {exc}", file=sys.stderr)
         return 1
@@ -78,7 +77,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_export_html(args: argparse.Namespace) -> int:
-    from clio.web.export import export_html
+    from clio.web.export import OutputRefused, export_html
     from clio.web.released import NotAReleasedStore
 
     try:
@@ -86,6 +85,9 @@ def cmd_export_html(args: argparse.Namespace) -> int:
     except NotAReleasedStore as exc:
         print(f"clio export-html: {exc}", file=sys.stderr)
         return 1
+    except OutputRefused as exc:
+        print(f"clio export-html: {exc}", file=sys.stderr)
+        return 2
     print(
         f"clio export-html: wrote {summary.path} ({summary.n_bytes:,} bytes; "
         f"{summary.n_runs} runs, {summary.n_clusters} cluster rows)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +21,19 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from clio.released import ReleasedCluster
+from clio.released import CONCERNING_AT, ReleasedCluster
 from clio.web import model
 from clio.web.app import TEMPLATES_DIR, static_file
 from clio.web.released import ReleasedStore
+
+# The exported page is meant to be shared: readable by all, as the released store is.
+EXPORT_MODE = 0o644
+HTML_SUFFIXES = (".html", ".htm")
+
+
+class OutputRefused(ValueError):
+    """`--out` names a file the export must not replace (the store, or a file that is
+    not HTML)."""
 
 
 @dataclass(frozen=True)
@@ -35,20 +45,46 @@ class ExportSummary:
 
 
 def export_html(db_path: Path | str, out_path: Path | str) -> ExportSummary:
-    """Write the released store at `db_path` as one HTML file at `out_path` (atomically)."""
+    """Write the released store at `db_path` as one HTML file at `out_path` (atomically).
+
+    The page is written to a new file that `mkstemp` creates in the target
+    directory (exclusively, so a symlink planted at a guessable temporary name is
+    never followed), then renamed over `out_path`, which replaces a symlink there
+    rather than writing through it.
+    """
+    out = Path(out_path)
+    check_output(Path(db_path), out)
     store = ReleasedStore(db_path)
     data = export_data(store)
     html = render_export(data)
-    out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    descriptor, temp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    temp = Path(temp_name)
     try:
-        temp.write_text(html, encoding="utf-8")
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(html)
+            os.fchmod(handle.fileno(), EXPORT_MODE)
         os.replace(temp, out)
     finally:
         temp.unlink(missing_ok=True)
     n_clusters = sum(len(clusters) for clusters in data["clusters"].values())
     return ExportSummary(out, len(data["runs"]), n_clusters, out.stat().st_size)
+
+
+def check_output(db: Path, out: Path) -> None:
+    """Refuse an `out` that would replace the store being exported or any existing file
+    that is not an HTML page (a typo must not turn a database or manifest into HTML)."""
+    if out.resolve() == db.resolve() or (
+        out.exists() and db.exists() and os.path.samefile(out, db)
+    ):
+        raise OutputRefused(f"--out {out} is the store being exported; choose another file")
+    if out.is_dir():
+        raise OutputRefused(f"--out {out} is a directory; give a file name")
+    if out.exists() and out.suffix.lower() not in HTML_SUFFIXES:
+        raise OutputRefused(
+            f"--out {out} exists and is not an HTML file; it is left as it is "
+            "(remove it or choose a name ending in .html)"
+        )
 
 
 def export_data(store: ReleasedStore) -> dict[str, Any]:
@@ -129,7 +165,7 @@ def export_data(store: ReleasedStore) -> dict[str, Any]:
         "history": history,
         "map_size": [model.MAP_WIDTH, model.MAP_HEIGHT],
         "concern_labels": {str(k): v for k, v in model.CONCERN_LABELS.items()},
-        "concerning_at": model.CONCERNING_AT,
+        "concerning_at": CONCERNING_AT,
     }
 
 

@@ -2,9 +2,10 @@
 
 This is the only module under `clio/web` that opens a database, and it opens
 only the file it is given, through `clio.released.read_only_connect`
-(read-only, DuckDB's file access disabled), and only after checking that the
-file has the released store's tables. It reads the contract tables `runs`,
-`clusters` and `facet_breakdowns`, nothing else, into the contract's row types.
+(read-only, DuckDB's file access disabled), which refuses any file without
+the released store's tables or with the private store's. It reads the
+contract tables `runs`, `clusters` and `facet_breakdowns`, nothing else, into
+the contract's row types.
 
 One short-lived connection per call: DuckDB shares an open database between
 connections of a process, and a long-lived connection would keep reading a
@@ -25,23 +26,19 @@ from clio.released import (
     BREAKDOWNS_COLUMNS,
     CLUSTERS_COLUMNS,
     RUNS_COLUMNS,
-    TABLES,
+    NotAReleasedStore,
     ReleasedBreakdown,
     ReleasedCluster,
     RunRow,
     read_only_connect,
 )
 
-# The private store's raw-text table: a file that has it is never served.
-_PRIVATE_MARKER_TABLE = "conversations"
+__all__ = ["HistoryPoint", "NotAReleasedStore", "ReleasedStore"]
+
 # The row types' columns: a cluster or breakdown row is read for one run, so without run_id.
 _RUN_COLUMNS = ", ".join(RUNS_COLUMNS)
 _CLUSTER_COLUMNS = ", ".join(CLUSTERS_COLUMNS[1:])
 _BREAKDOWN_COLUMNS = ", ".join(BREAKDOWNS_COLUMNS[1:])
-
-
-class NotAReleasedStore(ValueError):
-    """The file is missing, unreadable, or not a released store."""
 
 
 @dataclass(frozen=True)
@@ -58,25 +55,17 @@ class HistoryPoint:
 
 
 class ReleasedStore:
-    """The released store at `path`, read on demand (never written)."""
+    """The released store at `path`, read on demand (never written).
+
+    Raises `NotAReleasedStore` (from `clio.released`) when the file is missing,
+    unreadable or not a released store."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
         if not self.path.is_file():
             raise NotAReleasedStore(f"no released store at {self.path}")
-        with self._connect() as connection:
-            tables = {
-                name
-                for (name,) in connection.execute(
-                    "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'"
-                ).fetchall()
-            }
-        missing = [t for t in TABLES if t not in tables]
-        if missing or _PRIVATE_MARKER_TABLE in tables:
-            raise NotAReleasedStore(
-                f"{self.path} is not a released store (expected the tables "
-                f"{', '.join(TABLES)}; found {', '.join(sorted(tables)) or 'none'})"
-            )
+        with self._connect():  # refuses a file that is not a released store, now
+            pass
 
     @contextmanager
     def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
