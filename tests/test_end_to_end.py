@@ -106,10 +106,10 @@ def two_runs(tmp_path_factory):
             t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
             for t in ("clusters", "facet_breakdowns")
         }
-    manifest_1 = json.loads((out / "manifest.json").read_text())
+    manifest_1 = json.loads((out / "private" / "manifest.json").read_text())
     second = clio_subprocess(*args, cwd=work)
     assert second.returncode == 0, second.stderr[-4000:]
-    manifest_2 = json.loads((out / "manifest.json").read_text())
+    manifest_2 = json.loads((out / "private" / "manifest.json").read_text())
     return {
         "out": out,
         "first": first,
@@ -218,7 +218,13 @@ def test_sql_command_reads_and_refuses_writes(two_runs):
 
 def test_everything_the_run_writes_is_under_the_output_dir(two_runs):
     out = two_runs["out"]
-    for name in ("insights.duckdb", "manifest.json", "private/private.duckdb", "logs/clio.log"):
+    for name in (
+        "insights.duckdb",
+        "manifest.json",
+        "private/manifest.json",
+        "private/private.duckdb",
+        "logs/clio.log",
+    ):
         assert (out / name).exists(), name
     assert (out / "prefect").is_dir()
 
@@ -313,7 +319,7 @@ def test_a_killed_run_resumes_from_its_caches(two_runs, tmp_path):
 
     resumed = clio_subprocess(*args[3:], cwd=work)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "private" / "manifest.json").read_text())
     first = two_runs["manifest_1"]["llm"]
     assert manifest["llm"]["cached_calls"] > 0
     assert manifest["llm"]["calls"] < first["calls"]

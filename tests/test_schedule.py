@@ -42,7 +42,7 @@ def test_a_scheduled_run_fires_and_releases(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
     assert manifest.exists(), "no scheduled run finished within 7 minutes"
-    report = json.loads(manifest.read_text())
+    report = json.loads((out / "private" / "manifest.json").read_text())
     assert report["counts"]["n_conversations"] == 3
     assert (out / "insights.duckdb").exists()
     assert (out / "prefect").is_dir()  # the server's database lives under the output dir
