@@ -337,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         action="append",
         help="input file or folder (.jsonl, .jsonl.gz, .json, .csv, .parquet, or "
-        "FILE.duckdb::TABLE); repeat for several. Default: the HH-RLHF sample shipped with clio",
+        "FILE.duckdb::TABLE); repeat for several. Default: the HH-RLHF sample shipped with clio "
+        "(it has no user ids, which the default config quarantines: run it with "
+        "--config configs/sample.yaml)",
     )
     run.add_argument(
         "--limit",

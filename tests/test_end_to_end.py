@@ -82,7 +82,11 @@ def two_runs(tmp_path_factory):
     sample = work / "sample.jsonl"
     _write_sample(sample, N_SAMPLE)
     config = work / "config.yaml"
+    # bad_lines.jsonl's good and duplicate lines have no user id; this test checks the
+    # other quarantine reasons, so it counts them per conversation (test_manifests checks
+    # the default, quarantine, through the flow).
     config.write_text(
+        "ingest: {missing_user_id: per_conversation}\n"
         f"privacy: {{min_users: {MIN_USERS}, min_conversations: {MIN_CONVERSATIONS}}}\n"
         "cluster: {target_cluster_size: 8}\n"
         "hierarchy: {branching: 2, top_clusters: 2}\n"

@@ -62,11 +62,19 @@ PUBLIC_KEYS = {
 }
 
 
+def _id_less() -> list[dict[str, Any]]:
+    """Three conversations without a user id, as one person's would be."""
+    return [
+        {**row, "conversation_id": f"anon-{n}", "user_id": None}
+        for n, row in enumerate(two_per_user(3, ["Where can I buy a cheap bicycle?"]))
+    ]
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("manifests")
     data = tmp / INPUT_NAME
-    data.write_text("".join(json.dumps(row) + "\n" for row in two_per_user(12)))
+    data.write_text("".join(json.dumps(row) + "\n" for row in two_per_user(12) + _id_less()))
     out = tmp / "out"
     with pytest.MonkeyPatch.context() as patch, LoopbackServer(scripted_answers(5)) as server:
         patch.setenv("CLIO_HMAC_KEY", "manifest-test-key")
@@ -92,7 +100,7 @@ def test_the_operator_manifest_holds_everything_and_is_0600(run):
         assert json.loads(path.read_text()) == manifest
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert manifest["audience"] == "operator"
-    assert manifest["counts"]["n_conversations"] == 12
+    assert manifest["counts"]["n_conversations"] == 12  # the id-less three quarantined
     text = operator.read_text()
     for value in _private_strings(run):
         assert value in text, value  # the operator has them: the public check can fail
@@ -119,7 +127,7 @@ def test_report_reads_the_operator_manifest_else_the_public_one(run, tmp_path, c
     out = run["out"]
     assert main(["report", "--output-dir", str(out)]) == 0
     operator_report = capsys.readouterr().out
-    assert "input records      12" in operator_report
+    assert "input records      15" in operator_report
     assert "operator manifest" in operator_report
 
     shared = tmp_path / "shared"  # what an operator may hand on: no private/
@@ -136,3 +144,18 @@ def test_the_released_runs_row_is_the_run_in_the_manifests(run):
     with duckdb.connect(str(run["out"] / "insights.duckdb"), read_only=True) as con:
         [(run_id, config_hash)] = con.execute("SELECT run_id, config_hash FROM runs").fetchall()
     assert (run_id, config_hash) == (run["manifest"]["run_id"], run["manifest"]["config_hash"])
+
+
+def test_records_without_a_user_id_are_quarantined_and_not_counted_as_users(run):
+    counts = run["manifest"]["counts"]
+    assert counts["quarantine_reasons"] == {"missing_user_id": 3}
+    assert counts["n_missing_user_id_treated_per_conversation"] == 0
+    with duckdb.connect(str(run["out"] / "private" / "private.duckdb"), read_only=True) as con:
+        quarantined = con.execute("SELECT conversation_id, reason FROM quarantine").fetchall()
+    assert sorted(quarantined) == [(f"anon-{n}", "missing_user_id") for n in range(3)]
+    with duckdb.connect(str(run["out"] / "insights.duckdb"), read_only=True) as con:
+        [(users, conversations)] = con.execute(
+            "SELECT n_users, n_conversations FROM clusters WHERE parent_id IS NULL"
+        ).fetchall()
+    # six users with ids; counted per conversation, the id-less three would make nine
+    assert (users, conversations) == (6, 12)
