@@ -47,7 +47,10 @@ def _cpu_seconds() -> float:
 
 
 def sample_conversations(limit: int) -> list[ScrubbedConversation]:
-    raw = ingest([sample_path()], IngestConfig(), limit=limit).conversations
+    # The sample has no user ids: count each conversation as its own user, as
+    # configs/sample.yaml does (the default would quarantine them all).
+    sample_ingest = IngestConfig(missing_user_id="per_conversation")
+    raw = ingest([sample_path()], sample_ingest, limit=limit).conversations
     return [
         ScrubbedConversation(
             conversation_id=c.conversation_id,

@@ -74,7 +74,10 @@ def main() -> int:
     from clio.ingest import ingest, sample_path
     from clio.scrub import build_scrubber, scrub_conversations
 
-    conversations = ingest([sample_path()], IngestConfig(), limit=args.limit).conversations
+    # The sample has no user ids: count each conversation as its own user, as
+    # configs/sample.yaml does (the default would quarantine them all).
+    sample_ingest = IngestConfig(missing_user_id="per_conversation")
+    conversations = ingest([sample_path()], sample_ingest, limit=args.limit).conversations
     n = len(conversations)
     n_messages = sum(len(c.messages) for c in conversations)
     n_chars = sum(len(m.content) for c in conversations for m in c.messages)

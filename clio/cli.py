@@ -118,9 +118,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    path = Path(args.output_dir) / "manifest.json"
+    """The operator runs `clio report`, so it reads the operator manifest under `private/`;
+    where only the public one is at hand (an output directory shared without `private/`)
+    it reports that one's shorter account."""
+    from clio.pipeline.paths import RunPaths
+
+    paths = RunPaths(Path(args.output_dir))
+    path = paths.operator_manifest if paths.operator_manifest.exists() else paths.manifest
     if not path.exists():
-        print(f"clio report: no run found ({path} does not exist)", file=sys.stderr)
+        print(f"clio report: no run found ({paths.manifest} does not exist)", file=sys.stderr)
         return 1
     manifest = json.loads(path.read_text(encoding="utf-8"))
     print(json.dumps(manifest, indent=2) if args.json else render_report(manifest))
@@ -246,6 +252,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def render_report(manifest: dict[str, Any]) -> str:
+    """The run report from the operator manifest, or from a public one (which has no
+    input counts, LLM usage or timings)."""
+    if manifest.get("audience") == "public":
+        return _render_public_report(manifest)
     counts = manifest["counts"]
     llm = manifest["llm"]
     release = manifest["release"]
@@ -271,7 +281,26 @@ def render_report(manifest: dict[str, Any]) -> str:
         f"  released store     {manifest['outputs']['released_store']}",
         f"  manifest           {manifest['outputs']['manifest']}",
     ]
+    if "operator_manifest" in manifest["outputs"]:
+        lines.append(f"  operator manifest  {manifest['outputs']['operator_manifest']}")
     return "\n".join(lines)
+
+
+def _render_public_report(manifest: dict[str, Any]) -> str:
+    release = manifest["release"]
+    llm = manifest["llm"]
+    return "\n".join(
+        [
+            f"clio run {manifest['run_id']}  (config {manifest['config_hash']})",
+            f"  mode               {manifest['mode']}: {manifest['mode_reason']}",
+            f"  LLM                {llm['backend']}: {llm['model']}",
+            f"  clusters           built {release['clusters_built']}, "
+            f"released {release['clusters_released']} {release['clusters_released_by_level']}",
+            f"  breakdown cells    released {release['breakdown_cells_released']}",
+            f"  suppressed         {release['suppressed'] or 'nothing'}",
+            f"  (public manifest: {manifest['withheld']})",
+        ]
+    )
 
 
 def _incremental_lines(incremental: dict[str, Any] | None, counts: dict[str, Any]) -> list[str]:
@@ -323,8 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run ingest → scrub → facets → embed → cluster → describe → hierarchy → "
         "gate → release: a full build over the input, or with --incremental an addition to "
         "the last full build. Everything the run writes goes under --output-dir: "
-        "private/private.duckdb (never share), insights.duckdb (the release), manifest.json, "
-        "logs/ and prefect/ (Prefect's home).",
+        "private/private.duckdb and private/manifest.json (never share), insights.duckdb "
+        "(the release), manifest.json (the public manifest), logs/ and prefect/ (Prefect's "
+        "home).",
     )
     run.add_argument(
         "--config",
@@ -336,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         action="append",
         help="input file or folder (.jsonl, .jsonl.gz, .json, .csv, .parquet, or "
-        "FILE.duckdb::TABLE); repeat for several. Default: the HH-RLHF sample shipped with clio",
+        "FILE.duckdb::TABLE); repeat for several. Default: the HH-RLHF sample shipped with clio "
+        "(it has no user ids, which the default config quarantines: run it with "
+        "--config configs/sample.yaml)",
     )
     run.add_argument(
         "--limit",
@@ -358,10 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser(
         "report",
         help="print the last run's report",
-        description="Print the report of the last run in --output-dir (from its manifest.json).",
+        description="Print the report of the last run in --output-dir. It reads the operator "
+        "manifest, DIR/private/manifest.json (every count, LLM usage, timings, inputs and the "
+        "config; never share it); without one, the public DIR/manifest.json, which holds "
+        "only versions, thresholds and what was released and suppressed.",
     )
     report.add_argument("--output-dir", default=DEFAULT_OUTPUT_DIR, metavar="DIR")
-    report.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    report.add_argument(
+        "--json", action="store_true", help="print the whole manifest it read as JSON"
+    )
     report.set_defaults(func=cmd_report)
 
     sql = sub.add_parser(

@@ -36,10 +36,19 @@ class IngestConfig(_Section):
     max_messages: int = Field(
         200, ge=1, description="Messages kept per conversation; later ones are dropped and counted."
     )
-    missing_user_id: Literal["per_conversation", "quarantine"] = Field(
-        "per_conversation",
-        description="What to do with a record without a user id: count it as its own user "
-        "(recorded in the manifest) or quarantine it.",
+    # Quarantine by default: the release thresholds count distinct users, and counting
+    # each id-less conversation as its own user lets one person's conversations pass as
+    # many people. Merging every id-less record into one user is no safe middle: a
+    # person with records both with and without an id would count twice. Quarantined
+    # records are kept, with their reason, and counted in the report, so nothing is lost
+    # silently; an input known to hold one conversation per person opts in.
+    missing_user_id: Literal["quarantine", "per_conversation"] = Field(
+        "quarantine",
+        description="What to do with a record without a user id: quarantine it (reason "
+        "`missing_user_id`, counted in the report), or, only for inputs known to hold one "
+        "conversation per person, count it as its own user (`per_conversation`, counted in "
+        "the operator manifest). Per conversation, one person's id-less conversations each "
+        "count as a distinct user, so the release thresholds no longer protect them.",
     )
     transcript_keys: list[str] = Field(
         ["transcript", "text", "chosen"],

@@ -157,6 +157,14 @@ def ingest(
         result.n_truncated,
         result.n_missing_user,
     )
+    n_without_user = result.quarantine_counts().get("missing_user_id", 0)
+    if n_without_user:  # said plainly: a whole input without ids would release nothing
+        _log.warning(
+            "ingest: %d records without a user id quarantined (ingest.missing_user_id: "
+            "quarantine); set it to per_conversation only for inputs known to hold one "
+            "conversation per person",
+            n_without_user,
+        )
     return result
 
 

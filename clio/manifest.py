@@ -1,7 +1,8 @@
-"""The run manifest: one JSON file, written atomically.
+"""The run manifests: JSON files, written atomically.
 
-The manifest records what a run did (config hash, versions, counts, what the
-gate suppressed and why). It holds counts and settings only, never text.
+A run writes two (`clio.pipeline.report`): a public one anyone may read (versions,
+thresholds, what was released and suppressed) and an operator one under `private/`
+with everything the run did. Both hold counts and settings only, never text.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from pathlib import Path, PurePath
 from typing import Any
 
 
-def write_manifest(path: Path, manifest: dict) -> None:
+def write_manifest(path: Path, manifest: dict, mode: int | None = None) -> None:
     """Write `manifest` as JSON with sorted keys: temp file, fsync, then `os.replace`.
 
     Values must be JSON types, datetimes/dates (ISO 8601) or paths (strings);
-    anything else, or a NaN/infinity, raises before any file is touched.
+    anything else, or a NaN/infinity, raises before any file is touched. With `mode`
+    (e.g. 0o600 for the operator manifest) the file has exactly that mode from the
+    moment it is created, so it is never readable by others, not even briefly;
+    without it, the process umask decides as for any file.
     """
     path = Path(path)
     text = json.dumps(
@@ -26,7 +30,12 @@ def write_manifest(path: Path, manifest: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
-        with open(temp, "w", encoding="utf-8") as handle:
+        temp.unlink(missing_ok=True)  # left by a killed writer with this pid
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        descriptor = os.open(temp, flags, 0o666 if mode is None else mode)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)  # exactly `mode`, whatever the umask
             handle.write(text + "\n")
             handle.flush()
             os.fsync(handle.fileno())

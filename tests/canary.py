@@ -235,6 +235,7 @@ def scan_run_outputs(output_dir: Path, canaries: Sequence[Canary]) -> ScanReport
     if private.exists():
         scan(duckdb_texts(private, tables=("conversations", "facets", "quarantine")))
     files = [output_dir / "logs", output_dir / "manifest.json", output_dir / "runs"]
+    files += [output_dir / "private" / "manifest.json", output_dir / "private" / "runs"]
     prefect_home = output_dir / "prefect"
     files.append(prefect_home)
     file_report = scan_paths(files, matcher)

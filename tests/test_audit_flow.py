@@ -16,19 +16,11 @@ import pytest
 
 from clio.gate import WITHHELD_NAME
 from tests.cli_run import run_clio
-from tests.fakes.loopback import LoopbackServer, Reply, Seen
+from tests.fakes.chats import CLUSTER_NAME, scripted_answers, two_per_user
+from tests.fakes.loopback import LoopbackServer, Seen
 
 pytestmark = pytest.mark.slow
 
-QUESTIONS = [
-    "How long should I roast a chicken for a family dinner?",
-    "Can I bake bread without yeast for a picnic?",
-    "What spices go well in a vegetable curry?",
-    "How do I make a soup thicker without cream?",
-    "Why does my Python loop never stop when I read the file?",
-    "How do I sort a list of numbers in JavaScript?",
-]
-CLUSTER_NAME = "Cooking and coding questions"
 
 CONFIG = """
 llm:
@@ -47,42 +39,11 @@ facets:
 """
 
 
-def _conversations() -> list[dict]:
-    return [
-        {
-            "conversation_id": f"c{n}",
-            "user_id": f"user-{n // 2}",
-            "messages": [
-                {"role": "user", "content": f"{QUESTIONS[n % len(QUESTIONS)]} ({n})"},
-                {"role": "assistant", "content": "Here is a short answer."},
-            ],
-        }
-        for n in range(12)
-    ]
-
-
-def _responder(audit_score: int):
-    def answer(seen: Seen) -> Reply:
-        properties = seen.body["response_format"]["json_schema"]["schema"]["properties"]
-        if "score" in properties:
-            content = {"score": audit_score, "reason": "scripted"}
-        elif "name" in properties:
-            content = {"name": CLUSTER_NAME, "description": "People ask about food and code."}
-        else:
-            content = {name: "Help with everyday questions" for name in properties}
-            content.update({k: 1 for k, v in properties.items() if v.get("type") == "integer"})
-        usage = {"prompt_tokens": 10, "completion_tokens": 5}
-        message = {"content": json.dumps(content)}
-        return Reply(200, {"choices": [{"message": message}], "usage": usage})
-
-    return answer
-
-
 def _run(tmp_path: Path, audit_score: int) -> tuple[Path, list[Seen]]:
     data = tmp_path / "conversations.jsonl"
-    data.write_text("".join(json.dumps(row) + "\n" for row in _conversations()))
+    data.write_text("".join(json.dumps(row) + "\n" for row in two_per_user(12)))
     out = tmp_path / f"out-{audit_score}"
-    with LoopbackServer(_responder(audit_score)) as server:
+    with LoopbackServer(scripted_answers(audit_score)) as server:
         config = tmp_path / "audit.yaml"
         config.write_text(CONFIG.format(url=server.url))
         run_clio(config, data, out, cwd=tmp_path)
@@ -107,7 +68,7 @@ def test_texts_failing_the_audit_are_withheld_and_counted(tmp_path):
     out, requests = _run(tmp_path, audit_score=1)
     names, calls = _released(out)
     assert names == {WITHHELD_NAME}
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "private" / "manifest.json").read_text())
     checks = manifest["release"]["text_checks"]
     assert checks["clusters_text_withheld"] >= 1
     assert _audits(requests) >= 2  # the first texts and the renamed ones

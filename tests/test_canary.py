@@ -173,6 +173,9 @@ def _fake_run_outputs(root: Path, leak: str | None, where: str) -> None:
         json.dumps({"note": text if where == "manifest" else "ok"}), encoding="utf-8"
     )
     (root / "runs" / "run-1.json").write_text("{}", encoding="utf-8")
+    (root / "private" / "manifest.json").write_text(
+        json.dumps({"note": text if where == "operator_manifest" else "ok"}), encoding="utf-8"
+    )
     db = sqlite3.connect(root / "prefect" / "prefect.db")
     db.execute("CREATE TABLE task_run (name TEXT, parameters TEXT)")
     db.execute(
@@ -192,6 +195,7 @@ def _fake_run_outputs(root: Path, leak: str | None, where: str) -> None:
         ("private", "private.duckdb:conversations.messages"),
         ("logs", "logs/clio.log"),
         ("manifest", "manifest.json"),
+        ("operator_manifest", "private/manifest.json"),
         ("prefect_db", "prefect.db:task_run"),
         ("prefect_result", "prefect/storage/abc123"),
     ],
@@ -217,7 +221,13 @@ def test_run_scan_of_clean_outputs_reports_what_it_read(tmp_path):
         "prefect.db:task_run",
     ):
         assert expected in report.scanned
-    for path in ("logs/clio.log", "manifest.json", "runs/run-1.json", "prefect/prefect.db"):
+    for path in (
+        "logs/clio.log",
+        "manifest.json",
+        "runs/run-1.json",
+        "private/manifest.json",
+        "prefect/prefect.db",
+    ):
         assert any(s.endswith(path) for s in report.scanned), path
 
 

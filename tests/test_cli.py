@@ -76,6 +76,15 @@ def test_config_docs_and_effective_config(capsys):
     assert "min_users: 25" in capsys.readouterr().out
 
 
+RELEASE = {
+    "clusters_built": 5,
+    "clusters_released": 3,
+    "clusters_released_by_level": {"request/L0": 2, "request/L1": 1},
+    "breakdown_cells_released": 4,
+    "suppressed": {"cluster_below_min_users": 2},
+}
+
+
 def test_render_report_shows_counts():
     manifest = {
         "run_id": "run-abc",
@@ -90,13 +99,7 @@ def test_render_report_shows_counts():
             "facet_failures": {},
         },
         "llm": {"backend": "local", "model": "m", "calls": 3, "cached_calls": 1},
-        "release": {
-            "clusters_built": 5,
-            "clusters_released": 3,
-            "clusters_released_by_level": {"request/L0": 2, "request/L1": 1},
-            "breakdown_cells_released": 4,
-            "suppressed": {"cluster_below_min_users": 2},
-        },
+        "release": RELEASE,
         "stage_seconds": {"facets": 1.5},
         "outputs": {"released_store": "o/insights.duckdb", "manifest": "o/manifest.json"},
     }
@@ -105,6 +108,24 @@ def test_render_report_shows_counts():
     assert "quarantined        2  {'invalid_json': 2}" in text
     assert "released 3" in text
     assert "cluster_below_min_users" in text
+
+
+def test_render_report_of_a_public_manifest_shows_what_it_holds():
+    manifest = {
+        "audience": "public",
+        "run_id": "run-pub",
+        "config_hash": "h",
+        "mode": "full",
+        "mode_reason": "full build over the input",
+        "llm": {"backend": "local", "model": "m"},
+        "release": RELEASE,
+        "withheld": "input counts are in the operator manifest",
+    }
+    text = render_report(manifest)
+    assert "run-pub" in text
+    assert "released 3" in text
+    assert "cluster_below_min_users" in text
+    assert "public manifest: input counts are in the operator manifest" in text
 
 
 @pytest.mark.parametrize(

@@ -38,8 +38,8 @@ def test_dask_runner_releases_what_the_default_runner_releases(tmp_path):
         run_clio(default_config, data, tmp_path / "default", cwd=tmp_path)
         run_clio(dask_config, data, tmp_path / "dask", cwd=tmp_path)
 
-    default_manifest = json.loads((tmp_path / "default" / "manifest.json").read_text())
-    dask_manifest = json.loads((tmp_path / "dask" / "manifest.json").read_text())
+    default_manifest = json.loads((tmp_path / "default" / "private" / "manifest.json").read_text())
+    dask_manifest = json.loads((tmp_path / "dask" / "private" / "manifest.json").read_text())
     n = len(A) + len(B_ON_TOPIC)
     assert default_manifest["runner"]["kind"] == "default"
     assert dask_manifest["runner"]["kind"] == "dask"

@@ -82,7 +82,11 @@ def two_runs(tmp_path_factory):
     sample = work / "sample.jsonl"
     _write_sample(sample, N_SAMPLE)
     config = work / "config.yaml"
+    # bad_lines.jsonl's good and duplicate lines have no user id; this test checks the
+    # other quarantine reasons, so it counts them per conversation (test_manifests checks
+    # the default, quarantine, through the flow).
     config.write_text(
+        "ingest: {missing_user_id: per_conversation}\n"
         f"privacy: {{min_users: {MIN_USERS}, min_conversations: {MIN_CONVERSATIONS}}}\n"
         "cluster: {target_cluster_size: 8}\n"
         "hierarchy: {branching: 2, top_clusters: 2}\n"
@@ -106,10 +110,10 @@ def two_runs(tmp_path_factory):
             t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()
             for t in ("clusters", "facet_breakdowns")
         }
-    manifest_1 = json.loads((out / "manifest.json").read_text())
+    manifest_1 = json.loads((out / "private" / "manifest.json").read_text())
     second = clio_subprocess(*args, cwd=work)
     assert second.returncode == 0, second.stderr[-4000:]
-    manifest_2 = json.loads((out / "manifest.json").read_text())
+    manifest_2 = json.loads((out / "private" / "manifest.json").read_text())
     return {
         "out": out,
         "first": first,
@@ -218,7 +222,13 @@ def test_sql_command_reads_and_refuses_writes(two_runs):
 
 def test_everything_the_run_writes_is_under_the_output_dir(two_runs):
     out = two_runs["out"]
-    for name in ("insights.duckdb", "manifest.json", "private/private.duckdb", "logs/clio.log"):
+    for name in (
+        "insights.duckdb",
+        "manifest.json",
+        "private/manifest.json",
+        "private/private.duckdb",
+        "logs/clio.log",
+    ):
         assert (out / name).exists(), name
     assert (out / "prefect").is_dir()
 
@@ -313,7 +323,7 @@ def test_a_killed_run_resumes_from_its_caches(two_runs, tmp_path):
 
     resumed = clio_subprocess(*args[3:], cwd=work)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "private" / "manifest.json").read_text())
     first = two_runs["manifest_1"]["llm"]
     assert manifest["llm"]["cached_calls"] > 0
     assert manifest["llm"]["calls"] < first["calls"]

@@ -247,7 +247,8 @@ def released(out: Path) -> tuple[list[tuple], list[tuple]]:
 
 
 def manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
+    """The operator manifest: the counts are there, not in the public one."""
+    return json.loads((out / "private" / "manifest.json").read_text())
 
 
 A = conversations("cooking round", range(4), 0) + conversations("coding round", range(4), 100)

@@ -16,12 +16,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clio.config import IngestConfig
+from clio.config import IngestConfig, RunConfig, load_config
 from clio.ingest import IngestError, IngestResult, ingest, sample_path
 from clio.records import Message
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MARKER = "ZEBRA-7f3a"  # planted in inputs; must never reach a quarantine detail or a log line
+
+
+# Most records here have no user id: these tests are about reading, so they count each
+# conversation as its own user. The default, quarantine, has tests of its own.
+READING: dict[str, Any] = {"missing_user_id": "per_conversation"}
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_CONFIG = ROOT / "configs" / "sample.yaml"
 
 
 def _write_jsonl(path: Path, lines: list[bytes | dict[str, Any] | list[Any]]) -> Path:
@@ -36,7 +43,7 @@ def _ingest_lines(
     tmp_path: Path, lines: list[bytes | dict[str, Any] | list[Any]], **config: Any
 ) -> IngestResult:
     path = _write_jsonl(tmp_path / "input.jsonl", lines)
-    return ingest([path], IngestConfig(**config))
+    return ingest([path], IngestConfig(**{**READING, **config}))
 
 
 def _assert_nothing_lost(result: IngestResult) -> None:
@@ -313,7 +320,7 @@ def test_bad_lines_fixture_is_what_its_generator_writes() -> None:
 
 def test_bad_lines_fixture_quarantines_exactly_the_expected_lines() -> None:
     expected = json.loads((FIXTURES / "bad_lines_expected.json").read_text())
-    result = ingest([FIXTURES / "bad_lines.jsonl"], IngestConfig())
+    result = ingest([FIXTURES / "bad_lines.jsonl"], IngestConfig(**READING))
     assert {q.location: q.reason for q in result.quarantine} == expected
     assert len(result.quarantine) == len(expected)
     assert sorted(set(expected.values())) == sorted(
@@ -388,11 +395,39 @@ def test_ids_users_and_timestamps(tmp_path: Path) -> None:
     assert result.quarantine == []
 
 
+def test_by_default_records_without_a_user_id_are_quarantined_not_counted_as_users(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One person's three id-less conversations must not pass as three users."""
+    records = [{**_chat("known", "q0"), "user_id": "u-1"}] + [
+        _chat(f"anon-{n}", f"q{n}") for n in range(1, 4)
+    ]
+    path = _write_jsonl(tmp_path / "input.jsonl", records)
+    with caplog.at_level(logging.WARNING, logger="clio.ingest"):
+        result = ingest([path], IngestConfig())
+    assert "3 records without a user id quarantined" in caplog.text
+    assert [(c.conversation_id, c.user_id) for c in result.conversations] == [("known", "u-1")]
+    assert result.quarantine_counts() == {"missing_user_id": 3}
+    assert [q.conversation_id for q in result.quarantine] == ["anon-1", "anon-2", "anon-3"]
+    assert result.n_missing_user == 0
+    _assert_nothing_lost(result)
+    # control: counted per conversation, the three become three distinct users
+    opted_in = ingest([path], IngestConfig(missing_user_id="per_conversation"))
+    assert len({c.user_id for c in opted_in.conversations}) == 4
+    assert opted_in.n_missing_user == 3
+
+
+def test_the_production_default_quarantines_and_the_sample_config_opts_out() -> None:
+    assert RunConfig().ingest.missing_user_id == "quarantine"
+    assert load_config(ROOT / "configs" / "default.yaml").ingest.missing_user_id == "quarantine"
+    assert load_config(SAMPLE_CONFIG).ingest.missing_user_id == "per_conversation"
+
+
 def test_default_ids_use_the_line_number_and_the_file_stem(tmp_path: Path) -> None:
     path = tmp_path / "chats.v2.jsonl.gz"
     with gzip.open(path, "wb") as handle:
         handle.write(b"\n" + json.dumps({"text": "Human: q\n\nAssistant: r"}).encode() + b"\n")
-    [conversation] = ingest([path], IngestConfig()).conversations
+    [conversation] = ingest([path], IngestConfig(**READING)).conversations
     assert conversation.conversation_id == "chats.v2:000002"
     assert conversation.source == "chats.v2.jsonl.gz"
 
@@ -400,7 +435,7 @@ def test_default_ids_use_the_line_number_and_the_file_stem(tmp_path: Path) -> No
 def test_duplicates_are_found_across_files(tmp_path: Path) -> None:
     first = _write_jsonl(tmp_path / "a.jsonl", [_chat("x", "one")])
     second = _write_jsonl(tmp_path / "b.jsonl", [_chat("x", "two"), _chat("y", "one")])
-    result = ingest([first, second], IngestConfig())
+    result = ingest([first, second], IngestConfig(**READING))
     assert [c.conversation_id for c in result.conversations] == ["x"]
     got = [(q.source, q.location, q.reason, q.conversation_id) for q in result.quarantine]
     assert got == [
@@ -439,7 +474,7 @@ def test_long_conversations_are_cut_and_flagged(
 def test_shipped_sample_reads_as_conversations() -> None:
     path = sample_path()
     assert path.name == "hh_rlhf_harmless_base_test.jsonl.gz" and path.is_file()
-    result = ingest([path], IngestConfig(), limit=500)
+    result = ingest([path], load_config(SAMPLE_CONFIG).ingest, limit=500)
     assert len(result.conversations) == 500
     assert result.n_input == 500 and result.quarantine == []
     for conversation in result.conversations:
@@ -458,20 +493,20 @@ def test_limit_counts_accepted_conversations_and_reports_earlier_quarantine(
         tmp_path / "a.jsonl", [b"not json", _chat("a", "1"), b"[]", _chat("b", "2"), b"{"]
     )
     second = _write_jsonl(tmp_path / "b.jsonl", [_chat("c", "3")])
-    result = ingest([first, second], IngestConfig(), limit=2)
+    result = ingest([first, second], IngestConfig(**READING), limit=2)
     assert [c.conversation_id for c in result.conversations] == ["a", "b"]
     assert [q.location for q in result.quarantine] == ["line 1", "line 3"]
     assert result.n_input == 4
 
-    result = ingest([first, second], IngestConfig(), limit=3)
+    result = ingest([first, second], IngestConfig(**READING), limit=3)
     assert [c.conversation_id for c in result.conversations] == ["a", "b", "c"]
     assert len(result.quarantine) == 3
     _assert_nothing_lost(result)
 
-    empty = ingest([first], IngestConfig(), limit=0)
+    empty = ingest([first], IngestConfig(**READING), limit=0)
     assert (empty.n_input, empty.conversations, empty.quarantine) == (0, [], [])
     with pytest.raises(IngestError, match="limit"):
-        ingest([first], IngestConfig(), limit=-1)
+        ingest([first], IngestConfig(**READING), limit=-1)
 
 
 RECORDS = [
@@ -568,7 +603,7 @@ WRITERS: dict[str, tuple[Callable[[Path], str], str, list[str]]] = {
 @pytest.mark.parametrize("fmt", list(WRITERS))
 def test_every_file_format_gives_the_same_conversations(tmp_path: Path, fmt: str) -> None:
     write, source_name, _ = WRITERS[fmt]
-    result = ingest([write(tmp_path)], IngestConfig())
+    result = ingest([write(tmp_path)], IngestConfig(**READING))
     assert result.quarantine == []
     got = [
         (c.conversation_id, c.user_id, c.timestamp, c.messages, c.source)
@@ -590,14 +625,14 @@ def test_every_file_format_gives_the_same_conversations(tmp_path: Path, fmt: str
 def test_every_format_reports_where_a_record_is(tmp_path: Path, fmt: str) -> None:
     write, source_name, locations = WRITERS[fmt]
     written = write(tmp_path)
-    once = ingest([written], IngestConfig())
-    twice = ingest([written, written], IngestConfig())
+    once = ingest([written], IngestConfig(**READING))
+    twice = ingest([written, written], IngestConfig(**READING))
     assert once.n_input == twice.n_input == 2  # the same input named twice is read once
     # A copy of the input in another folder: every record is a duplicate, reported where it is.
     copy = tmp_path / "copy"
     copy.mkdir()
     second = write(copy)
-    both = ingest([written, second], IngestConfig())
+    both = ingest([written, second], IngestConfig(**READING))
     assert [(q.source, q.location, q.reason) for q in both.quarantine] == [
         (source_name, location, "duplicate_id") for location in locations
     ]
@@ -616,7 +651,7 @@ def test_csv_bad_rows_are_quarantined_and_good_rows_kept(tmp_path: Path) -> None
         b"\n"
         b"7,,Human: q7\n"
     )
-    result = ingest([path], IngestConfig())
+    result = ingest([path], IngestConfig(**READING))
     assert [(c.conversation_id, c.user_id) for c in result.conversations] == [
         ("1", "u1"),
         ("2", "u2"),
@@ -635,7 +670,7 @@ def test_csv_bad_rows_are_quarantined_and_good_rows_kept(tmp_path: Path) -> None
 def test_csv_fields_longer_than_the_csv_module_default_are_read(tmp_path: Path) -> None:
     path = tmp_path / "long.csv"
     path.write_text("text\n" + '"Human: ' + "w" * 200_000 + '"\n')
-    [conversation] = ingest([path], IngestConfig()).conversations
+    [conversation] = ingest([path], IngestConfig(**READING)).conversations
     assert len(conversation.messages[0].content) == 8000 and conversation.truncated
 
 
@@ -644,7 +679,7 @@ def test_json_file_with_one_object_and_broken_json_file(tmp_path: Path) -> None:
     single.write_text(json.dumps(_chat("solo")))
     broken = tmp_path / "broken.json"
     broken.write_text("[{")
-    result = ingest([single, broken], IngestConfig())
+    result = ingest([single, broken], IngestConfig(**READING))
     assert [c.conversation_id for c in result.conversations] == ["solo"]
     assert [(q.source, q.location, q.reason) for q in result.quarantine] == [
         ("broken.json", "file", "invalid_json")
@@ -657,7 +692,7 @@ def test_damaged_gzip_keeps_lines_before_the_damage(tmp_path: Path) -> None:
     lines = [json.dumps(_chat(f"c{i}", f"question {i}")) for i in range(200)]
     data = gzip.compress(("\n".join(lines) + "\n").encode())
     path.write_bytes(data[: len(data) // 2])
-    result = ingest([path], IngestConfig())
+    result = ingest([path], IngestConfig(**READING))
     assert 0 < len(result.conversations) < 200
     [damage] = result.quarantine
     assert damage.reason == "unreadable_file"
@@ -673,7 +708,7 @@ def test_directories_read_supported_files_sorted(tmp_path: Path) -> None:
     _write_jsonl(tmp_path / "a.jsonl", [_chat("from-a", "a")])
     _write_jsonl(tmp_path / ".hidden" / "c.jsonl", [_chat("hidden", "h")])
     (tmp_path / "README.md").write_text("not data")
-    result = ingest([tmp_path], IngestConfig())
+    result = ingest([tmp_path], IngestConfig(**READING))
     assert [c.conversation_id for c in result.conversations] == [
         "from-a",
         "from-b",
@@ -705,7 +740,7 @@ def test_unreadable_inputs_raise_before_anything_is_read(
     elif isinstance(content, bytes):
         target.write_bytes(content)
     with pytest.raises(IngestError, match=message):
-        ingest([good, target], IngestConfig())
+        ingest([good, target], IngestConfig(**READING))
 
 
 def test_missing_duckdb_table_is_an_error(tmp_path: Path) -> None:
@@ -713,8 +748,8 @@ def test_missing_duckdb_table_is_an_error(tmp_path: Path) -> None:
     with duckdb.connect(str(path)) as con:
         con.execute("CREATE TABLE present (text VARCHAR)")
     with pytest.raises(IngestError, match="absent"):
-        ingest([f"{path}::absent"], IngestConfig())
-    assert ingest([f"{path}::present"], IngestConfig()).n_input == 0
+        ingest([f"{path}::absent"], IngestConfig(**READING))
+    assert ingest([f"{path}::present"], IngestConfig(**READING)).n_input == 0
     assert issubclass(IngestError, ValueError)
 
 
@@ -758,7 +793,7 @@ def test_nothing_is_dropped_and_nothing_crashes(lines: list[bytes]) -> None:
         path.write_bytes(
             b"".join(line.replace(b"\n", b" ").replace(b"\r", b" ") + b"\n" for line in lines)
         )
-        result = ingest([path], IngestConfig())
+        result = ingest([path], IngestConfig(**READING))
     cleaned = [line.replace(b"\n", b" ").replace(b"\r", b" ") for line in lines]
     if cleaned:
         cleaned[0] = cleaned[0].removeprefix(b"\xef\xbb\xbf")  # a byte order mark is not data
@@ -783,7 +818,7 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_data(
 ) -> None:
     path = tmp_path / name
     path.write_bytes(data)
-    result = ingest([path], IngestConfig())
+    result = ingest([path], IngestConfig(**READING))
     assert [(c.conversation_id, c.messages) for c in result.conversations] == [
         ("b", (Message("user", "q"),))
     ]

@@ -429,3 +429,17 @@ def test_a_manifest_that_is_not_json_leaves_the_old_one(tmp_path, bad):
         write_manifest(path, bad)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]
+
+
+def test_a_manifest_with_a_mode_has_exactly_that_mode_whatever_the_umask(tmp_path):
+    path = tmp_path / "manifest.json"
+    write_manifest(path, {"run_id": "r1"})  # an older file, readable by others
+    os.chmod(path, 0o644)
+    old_umask = os.umask(0)
+    try:
+        write_manifest(path, {"run_id": "r2"}, mode=0o600)
+    finally:
+        os.umask(old_umask)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert json.loads(path.read_text(encoding="utf-8")) == {"run_id": "r2"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json"]

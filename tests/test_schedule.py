@@ -16,7 +16,10 @@ pytestmark = pytest.mark.slow
 
 def test_a_scheduled_run_fires_and_releases(tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text("privacy: {min_users: 1, min_conversations: 1}\n")
+    config.write_text(  # the shipped sample has no user ids (as in configs/sample.yaml)
+        "ingest: {missing_user_id: per_conversation}\n"
+        "privacy: {min_users: 1, min_conversations: 1}\n"
+    )
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["CLIO_HMAC_KEY"] = "test-key-not-secret"
@@ -42,7 +45,7 @@ def test_a_scheduled_run_fires_and_releases(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
     assert manifest.exists(), "no scheduled run finished within 7 minutes"
-    report = json.loads(manifest.read_text())
+    report = json.loads((out / "private" / "manifest.json").read_text())
     assert report["counts"]["n_conversations"] == 3
     assert (out / "insights.duckdb").exists()
     assert (out / "prefect").is_dir()  # the server's database lives under the output dir

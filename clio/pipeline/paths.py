@@ -32,8 +32,20 @@ class RunPaths:
 
     @property
     def manifest(self) -> Path:
+        """The public manifest of the last run (`clio.pipeline.report.public_manifest`)."""
         return self.output_dir / MANIFEST
 
     @property
     def run_manifests(self) -> Path:
+        """Public manifests, one per run (`<run_id>.json`)."""
         return self.output_dir / "runs"
+
+    @property
+    def operator_manifest(self) -> Path:
+        """The operator manifest of the last run: everything, beside the private store."""
+        return self.output_dir / "private" / MANIFEST
+
+    @property
+    def operator_run_manifests(self) -> Path:
+        """Operator manifests, one per run (`<run_id>.json`)."""
+        return self.output_dir / "private" / "runs"

@@ -1,4 +1,11 @@
-"""The run manifest's content: what a run did, in counts and settings only."""
+"""The run manifests' content: what a run did, in counts and settings only.
+
+A run writes two manifests. The operator manifest (`build_manifest`, under `private/`,
+mode 0600) holds everything: inputs, paths, the whole config, every count, LLM usage and
+timings; `run_pipeline` returns it and `clio report` reads it. The public manifest
+(`public_manifest`, `<output>/manifest.json` and `runs/<run_id>.json`) holds what anyone
+may read: see `public_manifest` for what it keeps and why the rest stays private.
+"""
 
 from __future__ import annotations
 
@@ -90,6 +97,7 @@ def build_manifest(
     for q in facts.quarantine:
         reasons[q.reason] = reasons.get(q.reason, 0) + 1
     return {
+        "audience": "operator",
         "run_id": facts.run_id,
         "mode": facts.mode,
         "mode_requested": facts.mode_requested,
@@ -139,5 +147,63 @@ def build_manifest(
             "released_store": str(paths.released),
             "private_store": str(paths.private),
             "manifest": str(paths.manifest),
+            "operator_manifest": str(paths.operator_manifest),
         },
+    }
+
+
+# Where the public manifest sends a reader for what it leaves out (relative to the output).
+OPERATOR_MANIFEST_NOTE = (
+    "input and record counts, LLM usage, timings, inputs, paths and the config are in the "
+    "operator manifest (private/manifest.json), which is not shared"
+)
+
+
+def public_manifest(operator: dict[str, Any]) -> dict[str, Any]:
+    """The part of the operator manifest anyone may read, picked key by key.
+
+    An allow-list, so a key added to the operator manifest stays private until someone
+    decides otherwise. Kept: run and build ids, mode and why, start and finish times,
+    the config hash, package versions, the LLM backend and model name (what wrote the
+    released texts), the thresholds and the DP budget spent, and the release summary:
+    clusters built and released (by level), breakdown cells released, what the gate
+    suppressed by reason and the text checks. Those are counts of clusters, cells and
+    texts, never of people, so they describe no person.
+
+    Left out, and why:
+    - every input-side count (records read, conversations, already processed, scrubbed,
+      quarantined and by reason, truncated, without a user id, PII spans replaced,
+      facet failures, the incremental run's new and unassigned conversations): for a
+      small run, or as the difference between two runs, these describe one person (one
+      new conversation's PII spans, its quarantine reason). Rounding does not help: a
+      rounded count still moves when one record crosses a boundary. The released
+      `runs` table carries the run totals the release stands behind;
+    - LLM calls, tokens and cost, partitions and stage seconds: they grow with the
+      input, so they measure a one-conversation increment's length;
+    - input file names, the store paths and the whole config (`llm.base_url`,
+      `runner.address`, `scrub.allow_list`, facet questions): they name internal hosts,
+      files and strings an operator chose to keep as they are.
+    """
+    llm = operator["llm"]
+    release = {k: v for k, v in operator["release"].items() if k != "path"}
+    privacy = operator["privacy"]
+    return {
+        "audience": "public",
+        "run_id": operator["run_id"],
+        "mode": operator["mode"],
+        "mode_requested": operator["mode_requested"],
+        "mode_reason": operator["mode_reason"],
+        "build_id": operator["build_id"],
+        "started_at": operator["started_at"],
+        "finished_at": operator["finished_at"],
+        "config_hash": operator["config_hash"],
+        "versions": operator["versions"],
+        "llm": {"backend": llm["backend"], "model": llm["model"]},
+        "release": release,
+        "privacy": {
+            "min_users": privacy["min_users"],
+            "min_conversations": privacy["min_conversations"],
+            "differential_privacy": privacy["differential_privacy"],
+        },
+        "withheld": OPERATOR_MANIFEST_NOTE,
     }

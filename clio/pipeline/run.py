@@ -47,7 +47,7 @@ from clio.pipeline.paths import RunPaths
 from clio.pipeline.plan import InputPlan, plan_input, quarantine_key, resolve_mode, run_id_of
 from clio.pipeline.plan import slices as slices_of
 from clio.pipeline.publish import ReleaseSettings, release_run
-from clio.pipeline.report import RunFacts, StageTimes, build_manifest
+from clio.pipeline.report import RunFacts, StageTimes, build_manifest, public_manifest
 from clio.pipeline.stages import (
     FacetsPart,
     ScrubbedPart,
@@ -135,7 +135,8 @@ def run_pipeline(
     mode: Mode = "full",
     runner: StageRunner | None = None,
 ) -> dict[str, Any]:
-    """Run every stage over `input_paths`, release to `output_dir`; the manifest."""
+    """Run every stage over `input_paths`, release to `output_dir`; the operator manifest
+    (everything; the public one written beside the release is a part of it)."""
     runner = runner if runner is not None else InProcess()
     paths = RunPaths(output_dir)
     make_private_dir(paths.private.parent)  # private/ and shards/: the owner's only (0700)
@@ -337,10 +338,20 @@ def run_pipeline(
         stage_seconds=times.seconds,
     )
     manifest = build_manifest(facts, config, paths, datetime.now(UTC).replace(tzinfo=None))
-    paths.run_manifests.mkdir(parents=True, exist_ok=True)
-    write_manifest(paths.run_manifests / f"{run_id}.json", manifest)
-    write_manifest(paths.manifest, manifest)
+    write_manifests(paths, manifest)
     return manifest
+
+
+def write_manifests(paths: RunPaths, operator: dict[str, Any]) -> None:
+    """The operator manifest under `private/` (0600), then the public one beside the
+    release; each also kept per run. Written operator first, so a public manifest never
+    names a run whose full record is missing."""
+    run_id = operator["run_id"]
+    write_manifest(paths.operator_run_manifests / f"{run_id}.json", operator, mode=0o600)
+    write_manifest(paths.operator_manifest, operator, mode=0o600)
+    public = public_manifest(operator)
+    write_manifest(paths.run_manifests / f"{run_id}.json", public)
+    write_manifest(paths.manifest, public)
 
 
 def merge_shards_left_by_a_killed_run(store: PrivateStore, paths: RunPaths) -> None:
