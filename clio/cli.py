@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +188,18 @@ def _positive(kind: type[int] | type[float]) -> Any:
     return parse
 
 
+def cmd_audit_release(args: argparse.Namespace) -> int:
+    from clio.release_audit import NotAReleasedStore, audit_release, findings_json, format_findings
+
+    try:
+        findings = audit_release(Path(args.db))
+    except NotAReleasedStore as exc:
+        print(f"clio audit-release: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(findings_json(findings), indent=2) if args.json else format_findings(findings))
+    return 1 if findings else 0
+
+
 def cmd_schedule(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
@@ -276,6 +289,7 @@ def render_report(manifest: dict[str, Any]) -> str:
         f"  breakdown cells    released {release['breakdown_cells_released']}",
         *_incremental_lines(manifest.get("incremental"), counts),
         f"  suppressed         {release['suppressed'] or 'nothing'}",
+        *_audit_lines(release.get("audit")),
         "  stage seconds      "
         + ", ".join(f"{k} {v:.1f}" for k, v in manifest["stage_seconds"].items()),
         f"  released store     {manifest['outputs']['released_store']}",
@@ -298,9 +312,19 @@ def _render_public_report(manifest: dict[str, Any]) -> str:
             f"released {release['clusters_released']} {release['clusters_released_by_level']}",
             f"  breakdown cells    released {release['breakdown_cells_released']}",
             f"  suppressed         {release['suppressed'] or 'nothing'}",
+            *_audit_lines(release.get("audit")),
             f"  (public manifest: {manifest['withheld']})",
         ]
     )
+
+
+def _audit_lines(audit: dict[str, Any] | None) -> list[str]:
+    """The attack suite's verdict on the store after this run (`clio audit-release`)."""
+    if audit is None:
+        return []
+    found = {name: n for name, n in audit["by_attack"].items() if n}
+    verdict = f"{audit['findings']} findings {found}" if found else "no findings"
+    return [f"  release audit      {verdict}  (details: clio audit-release --db <store>)"]
 
 
 def _incremental_lines(incremental: dict[str, Any] | None, counts: dict[str, Any]) -> list[str]:
@@ -453,6 +477,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop the query after this many seconds (default: 60)",
     )
     sql.set_defaults(func=cmd_sql)
+
+    from clio.release_audit import ATTACKS
+
+    audit = sub.add_parser(
+        "audit-release",
+        help="run the attack suite on a released store; exit 1 if it recovers a small group",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Attack a released store (every run in it) the way an analyst with SQL "
+        "could,\nand list every figure recovered about a group smaller than the thresholds "
+        "of\nthe run that released it (runs.min_users, runs.min_conversations). Attacks:\n\n"
+        + "\n".join(
+            textwrap.fill(text, 88, initial_indent=f"  {name:16} ", subsequent_indent=" " * 19)
+            for name, (_, text) in ATTACKS.items()
+        )
+        + "\n\nExit 0: no findings; 1: findings (listed); 2: no released store at --db.",
+    )
+    audit.add_argument(
+        "--db",
+        default=str(Path(DEFAULT_OUTPUT_DIR) / "insights.duckdb"),
+        metavar="PATH",
+        help="released store (default: outputs/insights.duckdb)",
+    )
+    audit.add_argument("--json", action="store_true", help="the verdict and findings as JSON")
+    audit.set_defaults(func=cmd_audit_release)
 
     schedule = sub.add_parser(
         "schedule",

@@ -78,16 +78,26 @@ def test_nothing_but_the_cli_imports_the_cli():
     assert _offenders(rest, ("clio.cli",)) == {}
 
 
-def test_the_web_layer_reads_only_the_released_store():
-    web = {m: i for m, i in CLIO.items() if _within(m, "clio.web")}
-    allowed = ("clio.web", "clio.released")
+def _clio_imports_outside(package: str, allowed: tuple[str, ...]) -> dict[str, list[str]]:
+    """Modules of `package` that import a clio module outside `allowed`, with those imports."""
+    modules = {m: i for m, i in CLIO.items() if _within(m, package)}
+    assert modules, f"no modules in {package}"
     outside = {
         module: sorted(
             i for i in imported if _within(i, "clio") and not any(_within(i, a) for a in allowed)
         )
-        for module, imported in web.items()
+        for module, imported in modules.items()
     }
-    assert {m: i for m, i in outside.items() if i} == {}
+    return {m: i for m, i in outside.items() if i}
+
+
+def test_the_web_layer_reads_only_the_released_store():
+    assert _clio_imports_outside("clio.web", ("clio.web", "clio.released")) == {}
+
+
+def test_the_release_audit_reads_only_the_released_store():
+    allowed = ("clio.release_audit", "clio.released")
+    assert _clio_imports_outside("clio.release_audit", allowed) == {}
 
 
 @pytest.mark.parametrize(

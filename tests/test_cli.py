@@ -2,7 +2,7 @@ import pytest
 
 from clio.cli import _resolve_limit, build_parser, main, render_report
 
-COMMANDS = ["run", "report", "sql", "schedule", "config"]
+COMMANDS = ["run", "report", "sql", "audit-release", "schedule", "config"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -108,6 +108,12 @@ def test_render_report_shows_counts():
     assert "quarantined        2  {'invalid_json': 2}" in text
     assert "released 3" in text
     assert "cluster_below_min_users" in text
+    assert "release audit" not in text  # a manifest from before the audit
+
+    manifest["release"]["audit"] = {"findings": 2, "by_attack": {"id_gaps": 2, "run_counts": 0}}
+    assert "release audit      2 findings {'id_gaps': 2}" in render_report(manifest)
+    manifest["release"]["audit"] = {"findings": 0, "by_attack": {"id_gaps": 0}}
+    assert "release audit      no findings" in render_report(manifest)
 
 
 def test_render_report_of_a_public_manifest_shows_what_it_holds():

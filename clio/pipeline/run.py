@@ -61,6 +61,7 @@ from clio.pipeline.stages import (
     scrub_slice,
 )
 from clio.records import Cluster
+from clio.release_audit import audit_release, verdict
 from clio.released import RunRow
 from clio.store import PrivateStore, make_private_dir
 
@@ -310,6 +311,10 @@ def run_pipeline(
             run=run_row,
         )
     add_usage(usage, released.usage)
+    # The attack suite on the store as it now stands: reported, never a reason to fail.
+    with times.stage("release audit"):
+        audit = verdict(audit_release(paths.released))
+    log.info(f"release audit: {audit['findings']} findings {audit['by_attack']}")
 
     facts = RunFacts(
         run_id=run_id,
@@ -333,7 +338,7 @@ def run_pipeline(
         runner_kind=runner.kind,
         partitions=partitions,
         usage=usage,
-        release=released.summary,
+        release={**released.summary, "audit": audit},
         differential_privacy=released.dp,
         stage_seconds=times.seconds,
     )
