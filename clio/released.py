@@ -27,7 +27,7 @@ written, the query's when read), not a field of each row.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -266,11 +266,22 @@ _COMMENTS = {
     "language, concern level); small cells are suppressed.",
     ("COLUMN", "clusters.keywords"): "Distinctive keywords (class-based TF-IDF, counted by "
     "distinct users).",
-    ("COLUMN", "clusters.share"): "n_conversations / the run's conversations with this facet.",
-    ("COLUMN", "clusters.concern_mean"): "Mean of the `concerning` facet (1-5) over members with "
-    "a valid value; NULL if none.",
-    ("COLUMN", "clusters.x"): "2-D map position (UMAP of the cluster's members).",
-    ("COLUMN", "clusters.y"): "2-D map position (UMAP of the cluster's members).",
+    ("COLUMN", "clusters.share"): "n_conversations / the distinct conversations of the facet's "
+    "top clusters (a set union: a list facet's conversation counts once).",
+    ("COLUMN", "clusters.concern_mean"): "Mean of the `concerning` facet (1-5) over the "
+    "cluster's RELEASED `concerning` breakdown cells (each cell's value weighted by its "
+    "n_conversations), so it never reveals a suppressed cell; NULL when no cell is released. "
+    "Under differential privacy, the noisy mean over members.",
+    ("COLUMN", "clusters.x"): "2-D map position: base clusters by UMAP of their centroids, "
+    "centred and scaled on the released base clusters of the facet; a parent at the mean of "
+    "its released base clusters weighted by their n_conversations (NULL when none is released).",
+    ("COLUMN", "clusters.y"): "2-D map position (see x).",
+    ("COLUMN", "clusters.cluster_id"): "<facet>-L<level>-<keyed hash of the build and the node>: "
+    "stable across the incremental runs of one build, new for each full build, and without "
+    "positional numbers (so no gaps show what was suppressed).",
+    ("COLUMN", "clusters.n_users"): "Distinct users. A figure changes between runs only by at "
+    "least min_users users and min_conversations conversations; a smaller change keeps the "
+    "previous release's figure.",
     ("VIEW", "top_clusters"): "Clusters per run, facet and level, largest first by distinct "
     "users; `rank` is 1 for the largest.",
     ("VIEW", "cluster_languages"): "Language breakdown of each cluster (facet_breakdowns where "
@@ -279,6 +290,67 @@ _COMMENTS = {
     "concerning first.",
     ("VIEW", "latest_run_clusters"): "Clusters of the most recently finished run.",
 }
+
+
+@dataclass(frozen=True)
+class PreviousRelease:
+    """What earlier runs released of one run's clusters: for each cluster id, its row in
+    the latest earlier run that released it, and that run's breakdown cells of it."""
+
+    clusters: dict[str, ReleasedCluster]  # cluster id -> its latest earlier row
+    run_of: dict[str, str]  # cluster id -> the run that row is from
+    cells: dict[tuple[str, str, str], ReleasedBreakdown]  # (cluster id, facet, value)
+
+    @classmethod
+    def empty(cls) -> PreviousRelease:
+        return cls({}, {}, {})
+
+
+def previous_release(path: Path, cluster_ids: Sequence[str], run_id: str) -> PreviousRelease:
+    """The latest earlier release of each of `cluster_ids` (runs other than `run_id`, by
+    `finished_at`) from the released store at `path`, read-only; empty when there is none."""
+    if not Path(path).is_file() or not cluster_ids:
+        return PreviousRelease.empty()
+    names = ", ".join(f"c.{c}" for c in CLUSTERS_COLUMNS[1:])
+    connection = read_only_connect(Path(path))
+    try:
+        rows = connection.execute(
+            f"SELECT c.run_id, {names} FROM clusters AS c JOIN runs AS r USING (run_id) "
+            "WHERE c.run_id <> $1 AND c.cluster_id IN (SELECT unnest($2::VARCHAR[])) "
+            "QUALIFY row_number() OVER (PARTITION BY c.cluster_id "
+            "ORDER BY r.finished_at DESC, r.run_id DESC) = 1",
+            [run_id, list(cluster_ids)],
+        ).fetchall()
+        run_of = {row[3]: row[0] for row in rows}
+        cells = connection.execute(
+            f"SELECT run_id, {', '.join(BREAKDOWNS_COLUMNS[1:])} FROM facet_breakdowns "
+            "WHERE run_id <> $1 AND cluster_id IN (SELECT unnest($2::VARCHAR[]))",
+            [run_id, list(run_of)],
+        ).fetchall()
+    finally:
+        connection.close()
+    clusters = {row[3]: ReleasedCluster(*row[1:]) for row in rows}
+    return PreviousRelease(
+        clusters,
+        run_of,
+        {(c[1], c[2], c[3]): ReleasedBreakdown(*c[1:]) for c in cells if run_of.get(c[1]) == c[0]},
+    )
+
+
+def previous_run(path: Path, run_id: str) -> RunRow | None:
+    """The latest run other than `run_id` in the released store at `path`, if any."""
+    if not Path(path).is_file():
+        return None
+    connection = read_only_connect(Path(path))
+    try:
+        row = connection.execute(
+            f"SELECT {', '.join(RUNS_COLUMNS)} FROM runs WHERE run_id <> $1 "
+            "ORDER BY finished_at DESC, run_id DESC LIMIT 1",
+            [run_id],
+        ).fetchone()
+    finally:
+        connection.close()
+    return RunRow(*row) if row is not None else None
 
 
 def create_tables(connection: duckdb.DuckDBPyConnection) -> None:

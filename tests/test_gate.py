@@ -407,7 +407,7 @@ def test_list_valued_breakdown_counts_each_item_once_per_conversation():
     ]
 
 
-def test_concern_mean_over_valid_values_and_share():
+def test_concern_mean_over_released_cells_and_share():
     users = {**conversations("c", 6, 6), **conversations("d", 4, 4)}
     values: dict[str, dict[str, object]] = {
         "c0": {"concerning": 1.0},
@@ -421,9 +421,17 @@ def test_concern_mean_over_valid_values_and_share():
         node("scored", 0, None, [f"c{i}" for i in range(6)]),
         node("unscored", 0, None, [f"d{i}" for i in range(4)]),
     ]
-    result = gate(clusters, users, 1, 1, values, total_conversations={"request": 20})
+    result = gate(
+        clusters,
+        users,
+        1,
+        1,
+        values,
+        breakdown_facets=["concerning"],
+        total_conversations={"request": 20},
+    )
     by_id = {c.cluster_id: c for c in result.clusters}
-    assert by_id["scored"].concern_mean == 3.0
+    assert by_id["scored"].concern_mean == 3.0  # cells 1 and 5, one conversation each
     assert by_id["unscored"].concern_mean is None
     assert by_id["scored"].share == 6 / 20
     assert by_id["unscored"].share == 4 / 20

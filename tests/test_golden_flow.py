@@ -126,13 +126,24 @@ def _manifest_facts(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def _snapshot(out: Path, manifest: dict[str, Any], run_ids: list[str]) -> dict[str, Any]:
     """Released rows and manifest facts, with run ids and the config hash (which holds the
-    loopback server's port) replaced by stable placeholders."""
+    loopback server's port) replaced by stable placeholders, and so the released cluster
+    ids (a keyed hash of the build, whose id is the full run's): each becomes
+    `<facet>-L<level>-#<n>`, numbered in the order of its first row's content."""
+    released = _released(out)
     text = json.dumps(
-        {"released": _released(out), "manifest": _manifest_facts(manifest)},
+        {"released": released, "manifest": _manifest_facts(manifest)},
         indent=1,
         sort_keys=True,
         default=str,
     )
+    first_rows = sorted(
+        released["clusters"], key=lambda r: json.dumps([r[1], r[2], *r[5:]], default=str)
+    )
+    placeholders: dict[str, str] = {}
+    for row in first_rows:
+        placeholders.setdefault(row[3], f"{row[1]}-L{row[2]}-#{len(placeholders)}")
+    for cluster_id, placeholder in placeholders.items():
+        text = text.replace(cluster_id, placeholder)
     for n, run_id in enumerate(run_ids):
         text = text.replace(run_id, f"<run {n}>")
     text = text.replace(manifest["config_hash"], "<config hash>")

@@ -38,6 +38,20 @@ accepts nothing else. The rules, in order:
    numbers get OpenDP noise (then are clamped to the thresholds), and keywords
    need a noisy count above OpenDP's threshold. The budget is in `GateResult.dp`.
 
+6. Across runs (`crossrun`). The released store keeps every run and an incremental run
+   re-releases a build's ids with grown counts, so each change (users, conversations,
+   every breakdown cell, the facet's total behind `share`) is a cell too: against the
+   latest earlier release of each id (`clio.released.previous_release`), a figure changes
+   only by 0 or at least `min_users` users and `min_conversations` conversations, and
+   (whole minus shown parts) likewise; otherwise the previous figure is carried
+   (`change_below_threshold_carried`), a carried cluster with its subtree and cells as
+   then. The run row's totals follow the same rule (`clio.pipeline.publish`).
+7. Derived numbers, ids and the map (`numbers`, `public`). `concern_mean` is the mean of
+   the released `concerning` cells (DP off), `share`'s denominator the distinct
+   conversations of the facet's top clusters, positions are centred on, and parents
+   placed among, released clusters only, and released ids are a keyed hash of the build
+   and the node, so none of them reveals a suppressed group or where one was.
+
 Differences between released numbers that involve no hidden part (for example
 the number of users two released siblings share, |A| + |B| - |parent|) are not
 suppressed: both groups are releasable; the DP option noises them.
@@ -45,10 +59,10 @@ suppressed: both groups are releasable; the DP option noises them.
 The result carries counts by reason only, never names or ids of what was withheld.
 
 The package, one module a job: `thresholds` (rules 1 to 3), `text` (rule 4), `numbers`
-(the released numbers, and rule 5), `invariants` (the rules re-checked on what is
-about to be released), `values` (how facet values are read), `reasons` (the
-suppression reasons), `state` (what the steps share), `apply` (`apply_gate`, the steps
-in order).
+(the released numbers, and rule 5), `crossrun` (rule 6), `public` (ids and positions,
+rule 7), `invariants` (the rules re-checked on what is about to be released), `values`
+(how facet values are read), `reasons` (the suppression reasons), `state` (what the
+steps share), `apply` (`apply_gate`, the steps in order).
 """
 
 from clio.gate.apply import GateResult, apply_gate
@@ -59,12 +73,14 @@ from clio.gate.reasons import (
     CELL_COMPLEMENTARY_SUPPRESSION,
     CELL_HIDDEN_ABOVE,
     CELL_VALUE_WITHHELD_PII,
+    CHANGE_BELOW_THRESHOLD_CARRIED,
     CLUSTER_BELOW_MIN_CONVERSATIONS,
     CLUSTER_BELOW_MIN_USERS,
     COMPLEMENTARY_SUPPRESSION,
     KEYWORD_BELOW_MIN_USERS,
     KEYWORD_NOT_SELECTED_DP,
     KEYWORD_WITHHELD_PII,
+    NEW_UNDER_CARRIED_WITHHELD,
     PARENT_SUPPRESSED,
     PII,
     RARE_WORD,
@@ -77,6 +93,7 @@ __all__ = [
     "AUDIT",
     "AUDIT_ERROR",
     "CELL_BELOW_THRESHOLD",
+    "CHANGE_BELOW_THRESHOLD_CARRIED",
     "CELL_COMPLEMENTARY_SUPPRESSION",
     "CELL_HIDDEN_ABOVE",
     "CELL_VALUE_WITHHELD_PII",
@@ -86,6 +103,7 @@ __all__ = [
     "KEYWORD_BELOW_MIN_USERS",
     "KEYWORD_NOT_SELECTED_DP",
     "KEYWORD_WITHHELD_PII",
+    "NEW_UNDER_CARRIED_WITHHELD",
     "PARENT_SUPPRESSED",
     "PII",
     "RARE_WORD",

@@ -10,13 +10,21 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from clio.config import PrivacyConfig
 from clio.dp import DPConfig
-from clio.gate.invariants import check_invariants
-from clio.gate.numbers import Numbers, facet_totals, noisy_numbers, true_numbers
+from clio.gate.crossrun import carry_changes, facet_total
+from clio.gate.invariants import check_invariants, check_released_numbers
+from clio.gate.numbers import (
+    Numbers,
+    facet_totals,
+    noisy_numbers,
+    released_concern,
+    true_numbers,
+)
+from clio.gate.public import PublicId, released_positions, rename_ids
 from clio.gate.state import GateState
 from clio.gate.text import (
     Audit,
@@ -42,7 +50,7 @@ from clio.gate.thresholds import (
 )
 from clio.gate.values import FacetValues, facet_scores
 from clio.records import Cluster
-from clio.released import CONCERN_FACET, ReleasedBreakdown, ReleasedCluster
+from clio.released import CONCERN_FACET, PreviousRelease, ReleasedBreakdown, ReleasedCluster
 
 log = logging.getLogger("clio.gate")
 
@@ -71,6 +79,8 @@ def apply_gate(
     regenerate: Regenerate | None = None,
     total_conversations: Mapping[str, int] | None = None,
     seed: int = 0,
+    public_id: PublicId | None = None,
+    previous: PreviousRelease | None = None,
 ) -> GateResult:
     """Decide what of `clusters` may be released, and compute the released rows.
 
@@ -84,7 +94,10 @@ def apply_gate(
     with that facet (the denominator of `share`); when absent it is the number
     of conversations with a value for the facet, and never less than the
     facet's clustered conversations. `seed` picks which conversations of a
-    heavy user count under differential privacy.
+    heavy user count under differential privacy. `public_id` gives each cluster its
+    released id (rule 7; `clio.gate.public.keyed_ids`; without it the private ids are
+    kept, which only tests do). `previous` is what earlier runs released of these ids
+    (rule 6, `clio.released.previous_release`); without it there is nothing to carry.
     """
     nodes = build_nodes(clusters, conversation_users)
     suppressed: Counter[str] = Counter()
@@ -127,7 +140,7 @@ def apply_gate(
     totals = facet_totals(nodes, facet_values, total_conversations)
     scores = {} if concern_facet is None else facet_scores(facet_values, concern_facet)
     dp_config = DPConfig.from_privacy(config, seed)
-    numbers = true_numbers(released, cells, scores, totals)
+    numbers = true_numbers(released, cells, totals)
     dp_report = None
     if dp_config is not None:
         numbers, keywords, dp_report = noisy_numbers(state, keywords, scores, dp_config)
@@ -142,6 +155,21 @@ def apply_gate(
     breakdowns.sort(key=lambda b: (b.cluster_id, b.facet, b.value))
 
     check_invariants(state, rows, breakdowns)
+    base_positions = {
+        n.cluster.cluster_id: (n.cluster.x, n.cluster.y)
+        for n in nodes.values()
+        if n.cluster.level == 0 and n.cluster.x is not None and n.cluster.y is not None
+    }
+    if public_id is not None:
+        private = [n.cluster for n in nodes.values()]
+        ids = {c.cluster_id: public_id(c) for c in private}
+        base_positions = {ids[cid]: p for cid, p in base_positions.items()}
+        rows, breakdowns = rename_ids(private, rows, breakdowns, public_id)
+    rows, breakdowns = _final_rows(
+        rows, breakdowns, previous, config, suppressed, base_positions,
+        concern_facet if dp_report is None else None,
+    )  # fmt: skip
+    check_released_numbers(rows, breakdowns, previous, config, exact=dp_report is None)
     result = GateResult(
         rows,
         breakdowns,
@@ -154,6 +182,36 @@ def apply_gate(
         f"cells; suppressed {result.suppressed}; text checks {result.text_checks}"
     )
     return result
+
+
+def _final_rows(
+    rows: list[ReleasedCluster],
+    breakdowns: list[ReleasedBreakdown],
+    previous: PreviousRelease | None,
+    config: PrivacyConfig,
+    suppressed: Counter[str],
+    base_positions: Mapping[str, tuple[float, float]],
+    concern_facet: str | None,
+) -> tuple[list[ReleasedCluster], list[ReleasedBreakdown]]:
+    """Rules 6 and 7 and the numbers derived from the final figures: the changes carried
+    (`clio.gate.crossrun`), `share` over the facet's total (carried with it), the mean
+    concern from the released cells (unless DP noised it), and positions from the
+    released clusters (`clio.gate.public`)."""
+    if previous is not None:
+        rows, breakdowns, totals = carry_changes(rows, breakdowns, previous, config, suppressed)
+    else:
+        totals = {c.facet: facet_total(rows, c.facet) for c in rows}
+    concern = released_concern(breakdowns, concern_facet) if concern_facet is not None else None
+    final = []
+    for c in rows:
+        total = totals.get(c.facet)
+        share = min(1.0, c.n_conversations / total) if total else c.share
+        mean = c.concern_mean if concern is None else concern.get(c.cluster_id)
+        final.append(replace(c, share=share, concern_mean=mean))
+    final = released_positions(final, base_positions)
+    final.sort(key=lambda c: (c.facet, c.level, c.cluster_id))
+    breakdowns.sort(key=lambda b: (b.cluster_id, b.facet, b.value))
+    return final, breakdowns
 
 
 def _cluster_row(

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from clio.config import PrivacyConfig
 from clio.gate.state import GateState
 from clio.gate.thresholds import group_whole, hidden_part_ok, meets, sibling_groups
-from clio.released import ReleasedBreakdown, ReleasedCluster
+from clio.released import PreviousRelease, ReleasedBreakdown, ReleasedCluster
 
 
 def check_invariants(
@@ -69,3 +70,53 @@ def check_invariants(
             ]  # fmt: skip
             if not hidden_part_ok(cell.conversations, cell.users, below, user_of, config):
                 raise AssertionError(f"gate would reveal suppressed cells below {cid!r}")
+
+
+def check_released_numbers(
+    clusters: Sequence[ReleasedCluster],
+    breakdowns: Sequence[ReleasedBreakdown],
+    previous: PreviousRelease | None,
+    config: PrivacyConfig,
+    *,
+    exact: bool,
+) -> None:
+    """Re-check the final figures (after rule 6 carried some): every figure at the
+    thresholds, with `exact` (true, not noisy, numbers) a parent at least its children and
+    a cluster at least its cells, and every change from the previous release 0 or
+    releasable; a failure is a bug in the gate."""
+    by_id = {c.cluster_id: c for c in clusters}
+
+    def small(users: int, conversations: int) -> bool:
+        return users < config.min_users or conversations < config.min_conversations
+
+    def small_change(now: tuple[int, int], before: tuple[int, int]) -> bool:
+        users, conversations = abs(now[0] - before[0]), abs(now[1] - before[1])
+        return (users, conversations) != (0, 0) and small(users, conversations)
+
+    for c in clusters:
+        if small(c.n_users, c.n_conversations):
+            raise AssertionError(f"gate would release {c.cluster_id!r} below thresholds")
+        if c.parent_id is not None:
+            parent = by_id.get(c.parent_id)
+            if parent is None:
+                raise AssertionError(f"gate would release {c.cluster_id!r} without its parent")
+            if exact and (parent.n_users < c.n_users or parent.n_conversations < c.n_conversations):
+                raise AssertionError(f"gate would release {c.cluster_id!r} above its parent")
+        old = previous.clusters.get(c.cluster_id) if previous is not None else None
+        if old is not None and small_change(
+            (c.n_users, c.n_conversations), (old.n_users, old.n_conversations)
+        ):
+            raise AssertionError(f"gate would release a small change of {c.cluster_id!r}")
+    for b in breakdowns:
+        cluster = by_id.get(b.cluster_id)
+        if cluster is None or small(b.n_users, b.n_conversations):
+            raise AssertionError(f"gate would release a cell of {b.cluster_id!r} below thresholds")
+        if exact and (cluster.n_users < b.n_users or cluster.n_conversations < b.n_conversations):
+            raise AssertionError(f"gate would release a cell of {b.cluster_id!r} above it")
+        old_cell = (
+            previous.cells.get((b.cluster_id, b.facet, b.value)) if previous is not None else None
+        )
+        if old_cell is not None and small_change(
+            (b.n_users, b.n_conversations), (old_cell.n_users, old_cell.n_conversations)
+        ):
+            raise AssertionError(f"gate would release a small change of a cell of {b.cluster_id!r}")

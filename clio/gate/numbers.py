@@ -33,7 +33,8 @@ from clio.gate.reasons import KEYWORD_NOT_SELECTED_DP
 from clio.gate.state import GateState
 from clio.gate.text import keyword_users
 from clio.gate.thresholds import Cells, Node, all_cells
-from clio.gate.values import FacetValues, facet_labels, is_present
+from clio.gate.values import FacetValues, as_number, facet_labels, is_present
+from clio.released import ReleasedBreakdown
 
 
 @dataclass
@@ -70,29 +71,43 @@ def facet_totals(
     return totals
 
 
-def true_numbers(
-    released: Sequence[Node],
-    cells: Cells,
-    scores: Mapping[str, float],
-    totals: Mapping[str, int],
-) -> Numbers:
+def true_numbers(released: Sequence[Node], cells: Cells, totals: Mapping[str, int]) -> Numbers:
     """The exact numbers of the released groups (DP off)."""
     clusters = {}
     for node in released:
-        member_scores = [scores[m] for m in node.conversations if m in scores]
-        concern = sum(member_scores) / len(member_scores) if member_scores else None
         total = totals[node.cluster.facet]
         n = len(node.conversations)
         clusters[node.cluster.cluster_id] = (
             len(node.users),
             n,
             n / total if total else 0.0,
-            concern,
+            None,  # from the released cells, once they are final (`released_concern`)
         )
     cell_numbers = {
         id(c): (len(c.users), len(c.conversations)) for c in all_cells(cells) if not c.suppressed
     }
     return Numbers(clusters, cell_numbers)
+
+
+def released_concern(
+    breakdowns: Sequence[ReleasedBreakdown], concern_facet: str
+) -> dict[str, float | None]:
+    """Cluster id -> mean concern over its RELEASED cells of `concern_facet`, each cell's
+    score weighted by its conversations (None without a released, numeric cell).
+
+    The exact mean over all members, released beside a breakdown whose small cells are
+    suppressed, gives the suppressed cells' sum (30 conversations, cells 1:12, 2:8, 3:5
+    released, mean 2.1333: the hidden 5 sum to 21, so one of them is a 5). A mean of the
+    released cells is a function of released rows, so it reveals nothing they do not."""
+    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for cell in breakdowns:
+        score = as_number(cell.value) if cell.facet == concern_facet else None
+        if score is None:
+            continue
+        total = sums[cell.cluster_id]
+        total[0] += score * cell.n_conversations
+        total[1] += cell.n_conversations
+    return {cid: s / n for cid, (s, n) in sums.items() if n > 0}
 
 
 def noisy_numbers(

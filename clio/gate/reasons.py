@@ -17,6 +17,9 @@ CELL_COMPLEMENTARY_SUPPRESSION = "cell_complementary_suppression"
 CELL_HIDDEN_ABOVE = "cell_hidden_in_parent"
 KEYWORD_BELOW_MIN_USERS = "keyword_below_min_users"
 KEYWORD_NOT_SELECTED_DP = "keyword_not_selected_dp"
+# Rule 6 (across runs): a figure kept from the previous release, a new item under one.
+CHANGE_BELOW_THRESHOLD_CARRIED = "change_below_threshold_carried"
+NEW_UNDER_CARRIED_WITHHELD = "new_under_carried_withheld"
 # Text failures: f"{kind}_withheld_{reason}" with kind in text, keyword, cell_value.
 PII, RARE_WORD, AUDIT, AUDIT_ERROR = "pii", "rare_word", "audit", "audit_error"
 TEXT_WITHHELD_PII = "text_withheld_pii"

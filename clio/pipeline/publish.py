@@ -7,6 +7,7 @@ does that over the private store and writes the released store.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -16,12 +17,13 @@ from typing import Any
 from clio.audit import KeywordRenamer, audit_texts
 from clio.config import FacetConfig, LLMConfig, PrivacyConfig, RunConfig, ScrubConfig
 from clio.gate import GateResult, TextCheck, apply_gate
+from clio.gate.public import PublicId, keyed_ids
 from clio.llm.client import StructuredLLM
-from clio.pipeline.components import llm_for, scrubber_for
+from clio.pipeline.components import hmac_key, llm_for, scrubber_for
 from clio.pipeline.stages import usage_of
 from clio.records import Cluster, FacetValue
 from clio.release import write_release
-from clio.released import CONCERN_FACET, RunRow
+from clio.released import CONCERN_FACET, PreviousRelease, RunRow, previous_release, previous_run
 from clio.scrub import Scrubber
 from clio.store import PrivateStore
 
@@ -53,12 +55,15 @@ def facet_values_by_conversation(
 
 
 def root_totals(clusters: Sequence[Cluster]) -> dict[str, int]:
-    """Per facet, the conversations its top clusters hold: the denominator of `share`."""
-    totals: dict[str, int] = {}
+    """Per facet, the distinct conversations of its top clusters: the denominator of
+    `share`. A set union, not the sum of the tops' sizes: a list facet puts a conversation
+    in several tops, and with that multiplicity in the denominator, n / share minus the
+    released tops would give the size of a suppressed top."""
+    members: dict[str, set[str]] = {}
     for node in clusters:
         if node.parent_id is None:
-            totals[node.facet] = totals.get(node.facet, 0) + len(set(node.member_ids))
-    return totals
+            members.setdefault(node.facet, set()).update(node.member_ids)
+    return {facet: len(ids) for facet, ids in members.items()}
 
 
 def rescan_check(scrubber: Scrubber) -> TextCheck:
@@ -76,9 +81,12 @@ def gate_clusters(
     facet_values: dict[str, dict[str, object]],
     settings: ReleaseSettings,
     llm: StructuredLLM | None,
+    public_id: PublicId | None = None,
+    previous: PreviousRelease | None = None,
 ) -> GateResult:
     """Apply the gate with the run's checks: the re-scan when the privacy config asks for
-    it, and with an `llm`, the privacy audit and keyword renaming."""
+    it, and with an `llm`, the privacy audit and keyword renaming; `public_id` and
+    `previous` as `apply_gate` takes them."""
     has_concern = any(f.name == CONCERN_FACET for f in settings.facets)
     return apply_gate(
         clusters,
@@ -96,6 +104,8 @@ def gate_clusters(
         regenerate=KeywordRenamer(llm) if llm is not None else None,
         total_conversations=root_totals(clusters),
         seed=settings.seed,
+        public_id=public_id,
+        previous=previous,
     )
 
 
@@ -121,6 +131,24 @@ class Released:
     usage: dict[str, int]  # the gate's own LLM use (audit, renaming)
 
 
+def protect_run_row(run: RunRow, previous: RunRow | None, n_processed: int) -> RunRow:
+    """The run row under rule 6: its figures describe the run's conversations too.
+
+    `n_conversations` is the release's total, so its change from the previous run is the
+    number that joined: a change of 1 to `min_conversations - 1` keeps the previous
+    figure. The LLM calls and tokens describe the conversations this run processed: with
+    fewer than `min_conversations` of them (one new conversation's token counts measure
+    its length) they are released as 0 (not rounded: any rounding still gives a range of
+    one conversation's length)."""
+    if previous is not None:
+        change = abs(run.n_conversations - previous.n_conversations)
+        if 0 < change < run.min_conversations:
+            run = replace(run, n_conversations=previous.n_conversations)
+    if n_processed < run.min_conversations:
+        run = replace(run, llm_calls=0, llm_cached_calls=0, input_tokens=0, output_tokens=0)
+    return run
+
+
 def release_run(
     settings: ReleaseSettings,
     clusters: list[Cluster],
@@ -128,15 +156,29 @@ def release_run(
     private_path: str,
     released_path: str,
     run: RunRow,
+    build_id: str | None = None,
+    n_processed: int | None = None,
 ) -> Released:
     """Gate this run's trees and add the result, with `run` (plus the gate's LLM use),
-    to the released store."""
+    to the released store.
+
+    Released ids are keyed by a key derived from the pseudonym key and `build_id`
+    (the build the trees belong to: this run's id for a full build), and the gate
+    carries every change below the thresholds against the latest earlier release of
+    these ids in the released store (rules 6 and 7 of `clio.gate`). `n_processed` is the
+    number of conversations this run processed (all of them when not given)."""
     with PrivateStore(private_path) as store:
+        # Derived from the pseudonym key (the store's secret, or the configured one), so
+        # the ids are as private as the pseudonyms and stable wherever they are.
+        key = hmac.new(hmac_key(settings.scrub, store).encode(), b"release ids", "sha256").digest()
+        public_id = keyed_ids(key, build_id if build_id is not None else run.run_id)
+        ids = [public_id(c) for c in clusters]
+        previous = previous_release(Path(released_path), ids, run.run_id)
         users = store.user_pseudonyms(conversation_ids)
         facet_values = facet_values_by_conversation(users, store.get_facets(conversation_ids))
         # The auditor and the renamer share the run's LLM cache, so a re-run asks nothing again.
         llm = llm_for(settings.llm, store) if settings.privacy.audit_released_text else None
-        result = gate_clusters(clusters, users, facet_values, settings, llm)
+        result = gate_clusters(clusters, users, facet_values, settings, llm, public_id, previous)
     usage = usage_of(llm)
     run = replace(
         run,
@@ -145,5 +187,7 @@ def release_run(
         input_tokens=run.input_tokens + usage["input_tokens"],
         output_tokens=run.output_tokens + usage["output_tokens"],
     )
+    processed = n_processed if n_processed is not None else len(conversation_ids)
+    run = protect_run_row(run, previous_run(Path(released_path), run.run_id), processed)
     write_release(Path(released_path), run, result)
     return Released(release_summary(len(clusters), result), result.dp, usage)

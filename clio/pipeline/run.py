@@ -309,6 +309,8 @@ def run_pipeline(
             private_path=str(paths.private),
             released_path=str(paths.released),
             run=run_row,
+            build_id=build[0] if effective == "incremental" and build else run_id,
+            n_processed=len(new_ids),
         )
     add_usage(usage, released.usage)
     # The attack suite on the store as it now stands: reported, never a reason to fail.

@@ -1,0 +1,284 @@
+"""Rule 6 of the gate: a figure changes between releases only by a releasable amount.
+
+The released store keeps every run, and an incremental run re-releases a build's clusters
+under the same ids with grown counts, so an analyst can subtract a cluster's figures in
+one run from those in the run before (`run_changes` and the page do exactly that). The
+change is a group of its own: the conversations that joined. Each figure is treated as a
+cell whose difference with its previous release must be 0 or releasable:
+
+- An item (a cluster, a breakdown cell, a facet's total behind `share`) that was
+  released before keeps ("carries") its previous figures unless its change is 0 or at
+  least `min_users` users and `min_conversations` conversations. A carried cluster keeps
+  its previous row (texts and keywords too: a keyword appearing is a change as well).
+- Containment: everything under a carried item is carried (an item without a previous
+  figure there is withheld): a carried cluster is shown with its subtree and cells
+  exactly as its previous release showed them (those suppressed now too), which the gate
+  checked then, so it shows nothing new.
+- The hidden difference: under an item whose figures change, (whole minus its shown
+  parts) now minus (whole minus its shown parts) before must also be 0 or releasable,
+  else the smallest changed part is carried (complementary suppression of changes), and
+  with none left the whole is carried.
+
+Only ever carrying or withholding, so the passes end. The previous figure is the one the
+latest earlier release of each id shows, carried figures included: the figures of an id
+then change in steps, each at least the thresholds, and since a build's memberships only
+grow (conversations join, none leave; a full build gets new ids), the difference
+between any two releases of an id, not only consecutive ones, is a sum of such steps of
+one sign, so also at least the thresholds. A cluster released before and suppressed now
+is simply gone; a cell that newly appears differs from "absent" by its own thresholds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+
+from clio.config import PrivacyConfig
+from clio.gate.reasons import CHANGE_BELOW_THRESHOLD_CARRIED, NEW_UNDER_CARRIED_WITHHELD
+from clio.released import PreviousRelease, ReleasedBreakdown, ReleasedCluster
+
+# An item: ("cluster", id), ("cell", id, facet, value) or ("total", facet).
+Key = tuple[str, ...]
+Figure = tuple[int | None, int]  # users (None where not released), conversations
+
+NEW, SAME, CHANGED, CARRIED, WITHHELD = "new", "same", "changed", "carried", "withheld"
+
+
+def facet_total(rows: Sequence[ReleasedCluster], facet: str) -> int | None:
+    """The denominator of the facet's `share`, as an analyst recovers it (n / share)."""
+    totals = [round(c.n_conversations / c.share) for c in rows if c.facet == facet and c.share]
+    return max(totals) if totals else None
+
+
+def carry_changes(
+    rows: Sequence[ReleasedCluster],
+    breakdowns: Sequence[ReleasedBreakdown],
+    previous: PreviousRelease,
+    config: PrivacyConfig,
+    counts: Counter[str],
+) -> tuple[list[ReleasedCluster], list[ReleasedBreakdown], dict[str, int | None]]:
+    """The rows to release after rule 6, and each facet's `share` denominator."""
+    by_id = {c.cluster_id: c for c in rows}
+    facets = sorted({c.facet for c in rows})
+    now: dict[Key, Figure] = {}
+    before: dict[Key, Figure] = {}
+    for c in rows:
+        now[("cluster", c.cluster_id)] = (c.n_users, c.n_conversations)
+        old = previous.clusters.get(c.cluster_id)
+        if old is not None and old.facet == c.facet:
+            before[("cluster", c.cluster_id)] = (old.n_users, old.n_conversations)
+    for b in breakdowns:
+        now[("cell", b.cluster_id, b.facet, b.value)] = (b.n_users, b.n_conversations)
+    for (cid, facet, value), b in previous.cells.items():
+        if ("cluster", cid) in before:
+            before[("cell", cid, facet, value)] = (b.n_users, b.n_conversations)
+    for facet in facets:
+        total = facet_total(rows, facet)
+        if total is not None:
+            now[("total", facet)] = (None, total)
+        old_total = _previous_total(previous, facet)
+        if old_total is not None:
+            before[("total", facet)] = (None, old_total)
+
+    groups = _groups(rows, previous, by_id, now, before)
+    status = {key: _own_status(now[key], before.get(key), config) for key in now}
+    final = {key: before[key] if status[key] == CARRIED else now[key] for key in now}
+
+    def carry(key: Key) -> bool:
+        target = CARRIED if key in before else WITHHELD
+        if status[key] == target or status[key] == WITHHELD:
+            return False
+        status[key] = target
+        if target == CARRIED:
+            final[key] = before[key]
+        return True
+
+    changed = True
+    while changed:
+        changed = False
+        for whole, parts, parts_before in groups:
+            if status[whole] in (CARRIED, WITHHELD):
+                for part in parts:
+                    changed |= carry(part)
+                continue
+            if whole not in before:
+                continue  # released for the first time: the single-release rules cover it
+            shown = [p for p in parts if status[p] != WITHHELD]
+            if not shown:
+                continue  # nothing to subtract: the whole's own change is checked
+            if _hidden_change_ok(whole, shown, parts_before, final, before, config):
+                continue
+            movable = sorted(
+                (p for p in shown if status[p] == CHANGED),
+                key=lambda p: (final[p][1], final[p][0] or 0, p),
+            )
+            changed |= carry(movable[0] if movable else whole)
+
+    for key, state in status.items():
+        if state == CARRIED and now[key] != before[key]:
+            counts[CHANGE_BELOW_THRESHOLD_CARRIED] += 1
+        elif state == WITHHELD:
+            counts[NEW_UNDER_CARRIED_WITHHELD] += 1
+
+    totals = {facet: final[("total", facet)][1] for facet in facets if ("total", facet) in final}
+    shown = [c for c in rows if status[("cluster", c.cluster_id)] in (NEW, SAME, CHANGED)]
+    released_cells = []
+    for b in breakdowns:
+        key = ("cell", b.cluster_id, b.facet, b.value)
+        if status[("cluster", b.cluster_id)] in (CARRIED, WITHHELD) or status[key] == WITHHELD:
+            continue
+        users, conversations = final[key]
+        released_cells.append(replace(b, n_users=users or 0, n_conversations=conversations))
+    carried_roots = [
+        c.cluster_id
+        for c in rows
+        if status[("cluster", c.cluster_id)] == CARRIED
+        and (c.parent_id is None or status[("cluster", c.parent_id)] != CARRIED)
+    ]
+    past = _past_subtrees(previous, carried_roots)
+    released_cells += [b for key, b in previous.cells.items() if key[0] in past]
+    return shown + [previous.clusters[cid] for cid in sorted(past)], released_cells, totals
+
+
+def _past_subtrees(previous: PreviousRelease, roots: Sequence[str]) -> set[str]:
+    """The ids of each root's subtree as the root's previous release showed it: a carried
+    cluster is shown exactly as then, with its children and cells of that run (also those
+    suppressed now: a cell or child vanishing would show that the cluster changed)."""
+    children: dict[str, list[str]] = defaultdict(list)
+    for cid, c in previous.clusters.items():
+        if c.parent_id is not None:
+            children[c.parent_id].append(cid)
+    subtree: set[str] = set()
+    todo = list(roots)
+    while todo:
+        cid = todo.pop()
+        subtree.add(cid)
+        run = previous.run_of[cid]
+        todo += [k for k in children[cid] if previous.run_of[k] == run]
+    return subtree
+
+
+def _previous_total(previous: PreviousRelease, facet: str) -> int | None:
+    """The facet's total in the latest earlier run that released its top clusters."""
+    tops = [
+        (previous.run_of[c.cluster_id], c)
+        for c in previous.clusters.values()
+        if c.facet == facet and c.parent_id is None
+    ]
+    if not tops:
+        return None
+    latest = max(run for run, _ in tops)
+    return facet_total([c for run, c in tops if run == latest], facet)
+
+
+def _own_status(now: Figure, before: Figure | None, config: PrivacyConfig) -> str:
+    if before is None:
+        return NEW
+    if now == before:
+        return SAME
+    users = now[0] is None or before[0] is None or abs(now[0] - before[0]) >= config.min_users
+    if users and abs(now[1] - before[1]) >= config.min_conversations:
+        return CHANGED
+    return CARRIED
+
+
+def _groups(
+    rows: Sequence[ReleasedCluster],
+    previous: PreviousRelease,
+    by_id: dict[str, ReleasedCluster],
+    now: dict[Key, Figure],
+    before: dict[Key, Figure],
+) -> list[tuple[Key, list[Key], list[Key]]]:
+    """(whole, its parts shown now, its parts shown in the whole's previous release), for
+    every facet's total, cluster, (cluster, facet) and cell: the differences an analyst
+    can form by subtraction within one release."""
+    children: dict[str | None, list[str]] = defaultdict(list)
+    for c in rows:
+        children[c.parent_id].append(c.cluster_id)
+    old_children: dict[str | None, list[str]] = defaultdict(list)
+    for cid, c in previous.clusters.items():
+        old_children[c.parent_id].append(cid)
+    cells_now: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for key in now:
+        if key[0] == "cell":
+            cells_now[(key[1], key[2])].append(key[3])
+    cells_before: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for key in before:
+        if key[0] == "cell":
+            cells_before[(key[1], key[2])].append(key[3])
+
+    def shown_with(cid: str | None, child: str) -> bool:
+        """Whether `child`'s previous row is from the same run as its parent's."""
+        return cid is None or previous.run_of.get(child) == previous.run_of.get(cid)
+
+    groups: list[tuple[Key, list[Key], list[Key]]] = []
+    for facet in sorted({c.facet for c in rows}):
+        whole = ("total", facet)
+        if whole not in now:
+            continue
+        tops = [("cluster", c) for c in children[None] if by_id[c].facet == facet]
+        old_tops = [c for c in old_children[None] if previous.clusters[c].facet == facet]
+        latest = max((previous.run_of[c] for c in old_tops), default=None)
+        groups.append(
+            (whole, tops, [("cluster", c) for c in old_tops if previous.run_of[c] == latest])
+        )
+    # Top-down, so a carried whole reaches its parts in one pass.
+    for c in sorted(rows, key=lambda r: (r.facet, -r.level, r.cluster_id)):
+        cid = c.cluster_id
+        groups.append(
+            (
+                ("cluster", cid),
+                [("cluster", k) for k in children[cid]],
+                [("cluster", k) for k in old_children[cid] if shown_with(cid, k)],
+            )
+        )
+        for (owner, facet), values in sorted(cells_now.items()):
+            if owner != cid:
+                continue
+            groups.append(
+                (
+                    ("cluster", cid),
+                    [("cell", cid, facet, v) for v in values],
+                    [("cell", cid, facet, v) for v in cells_before.get((cid, facet), [])],
+                )
+            )
+            for value in values:
+                groups.append(
+                    (
+                        ("cell", cid, facet, value),
+                        [
+                            ("cell", k, facet, value)
+                            for k in children[cid]
+                            if ("cell", k, facet, value) in now
+                        ],
+                        [
+                            ("cell", k, facet, value)
+                            for k in old_children[cid]
+                            if ("cell", k, facet, value) in before and shown_with(cid, k)
+                        ],
+                    )
+                )
+    return groups
+
+
+def _hidden_change_ok(
+    whole: Key,
+    shown: Sequence[Key],
+    shown_before: Sequence[Key],
+    final: dict[Key, Figure],
+    before: dict[Key, Figure],
+    config: PrivacyConfig,
+) -> bool:
+    """Whether (whole minus its shown parts) changed by 0 or a releasable amount."""
+    conversations = (final[whole][1] - sum(final[p][1] for p in shown)) - (
+        before[whole][1] - sum(before[p][1] for p in shown_before)
+    )
+    if conversations != 0 and abs(conversations) < config.min_conversations:
+        return False
+    if final[whole][0] is None or before[whole][0] is None:
+        return True
+    users = (final[whole][0] - sum(final[p][0] or 0 for p in shown)) - (
+        before[whole][0] - sum(before[p][0] or 0 for p in shown_before)
+    )
+    return users == 0 or abs(users) >= config.min_users
