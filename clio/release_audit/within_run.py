@@ -72,7 +72,8 @@ def mean_decoding(runs: Sequence[Run]) -> list[Finding]:
     levels (1-5 minus those with a released cell) gives that sum, the mix is known, and
     each level held by 1 to min - 1 hidden conversations is a finding (issue example:
     cells 1:12, 2:8, 3:5 and a mean of 2.1333 over 30 leave 5 conversations scoring 21,
-    so one scored 5). Treats every member as scored.
+    so one scored 5). Treats every member as scored. A mean equal to the released cells'
+    own mean (how `clusters.concern_mean` is defined) says nothing more than the cells.
     """
     findings = []
     for run in runs:
@@ -83,7 +84,16 @@ def mean_decoding(runs: Sequence[Run]) -> list[Finding]:
             scores = {_level(c.value): c.n_conversations for c in cells}
             if None in scores:
                 continue  # not the 1-5 scale
-            hidden = cluster.n_conversations - sum(scores.values())
+            released = sum(scores.values())
+            if (
+                released
+                and abs(
+                    cluster.concern_mean - sum(level * n for level, n in scores.items()) / released
+                )
+                <= SCORE_TOLERANCE
+            ):
+                continue  # the mean of the released cells, as the contract defines it: no more
+            hidden = cluster.n_conversations - released
             hidden_sum = cluster.concern_mean * cluster.n_conversations - sum(
                 level * n for level, n in scores.items()
             )
