@@ -250,8 +250,8 @@ class FacetConfig(_Section):
 # The extractor of the built-in `request` facet (the clustered one) per backend, from
 # bench/facet_topic.py: with the packaged 270M model (`local`) the LLM's summaries lose the
 # topic, and the user's own first turn clusters far closer to the true intents. The HTTP
-# backends keep the LLM's summary: a capable model abstracts well (not measured here; the
-# same 270M model behind the OpenAI-compatible server measures like `local`).
+# backends keep the LLM's summary, which a capable model writes in general terms; that
+# choice is not measured (no capable model was run through the benchmark).
 REQUEST_EXTRACTOR: dict[LLMBackendName, FacetExtractor] = {
     "local": "user_text",
     "openai-compatible": "llm",
