@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clio.config import IngestConfig, LLMConfig, RunConfig  # noqa: E402
+from clio.config import IngestConfig, LLMConfig, builtin_facets  # noqa: E402
 from clio.facets import extract_facets, facet_examples, facet_instruction  # noqa: E402
 from clio.ingest import ingest, sample_path  # noqa: E402
 from clio.llm.client import StructuredLLM  # noqa: E402
@@ -75,7 +75,7 @@ def main() -> int:
     args = parser.parse_args()
 
     config = LLMConfig(max_input_chars=args.max_input_chars)
-    facets = [f for f in RunConfig().facets if f.extractor == "llm"]
+    facets = [f for f in builtin_facets("llm") if f.extractor == "llm"]
     backend = LocalBackend(
         threads=args.threads,
         contexts=args.contexts,

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from llm_facets import sample_conversations  # noqa: E402  (bench/ is on sys.path)
 
-from clio.config import LLMConfig, RunConfig  # noqa: E402
+from clio.config import LLMConfig, builtin_facets  # noqa: E402
 from clio.facets import extract_facets  # noqa: E402
 from clio.llm.client import StructuredLLM  # noqa: E402
 from clio.llm.factory import build_backend  # noqa: E402
@@ -89,7 +89,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
 
-    facets = [f for f in RunConfig().facets if f.extractor == "llm"]
+    facets = [f for f in builtin_facets("llm") if f.extractor == "llm"]
     conversations = sample_conversations(1 + args.limit)
     load = os.getloadavg()[0]
     results = []

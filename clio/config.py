@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from clio.released import CONCERN_FACET, LANGUAGE_FACET
 
 FacetKind = Literal["text", "category", "number", "list"]
-FacetExtractor = Literal["llm", "language_id", "metadata"]
+FacetExtractor = Literal["llm", "user_text", "language_id", "metadata"]
+LLMBackendName = Literal["local", "openai-compatible", "anthropic"]
 METADATA_FACET_NAMES = ("turns", "chars", "has_code")  # computed in clio.facets
 
 
@@ -108,7 +109,7 @@ class ScrubConfig(_Section):
 
 
 class LLMConfig(_Section):
-    backend: Literal["local", "openai-compatible", "anthropic"] = Field(
+    backend: LLMBackendName = Field(
         "local", description="Which backend answers structured-generation calls."
     )
     model: str = Field(
@@ -191,10 +192,16 @@ class FacetConfig(_Section):
     kind: FacetKind = Field("text", description="text | category | number | list.")
     extractor: FacetExtractor = Field(
         "llm",
-        description="llm (asks `question`), language_id (lingua on the user's turns) or "
+        description="llm (asks `question`), user_text (text facets: the conversation's own "
+        "scrubbed user turns, see `user_turns`), language_id (lingua on the user's turns) or "
         "metadata (computed: turns, chars, has_code).",
     )
     question: str = Field("", description="What the LLM is asked for this facet.")
+    user_turns: Literal["first", "all"] = Field(
+        "first",
+        description="user_text facets: the first user turn or all user turns (joined), "
+        "whitespace collapsed and cut to `max_chars` at a word boundary.",
+    )
     values: list[str] = Field([], description="Allowed values of a category facet.")
     minimum: float | None = Field(None, description="Lowest allowed value of a number facet.")
     maximum: float | None = Field(None, description="Highest allowed value of a number facet.")
@@ -234,6 +241,11 @@ class FacetConfig(_Section):
             self.kind == "number" and self.minimum == 1 and self.maximum == 5
         ):
             raise ValueError(f"facet {self.name!r}: a lexicon cross-checks 1-5 number facets only")
+        if self.extractor == "user_text" and self.kind != "text":
+            raise ValueError(
+                f"facet {self.name!r}: the user_text extractor gives text facets only, "
+                f"not {self.kind}"
+            )
         if self.extractor == "llm" and not self.question:
             raise ValueError(f"llm facet {self.name!r} needs a `question`")
         if self.extractor == "metadata" and self.name not in METADATA_FACET_NAMES:
@@ -244,13 +256,32 @@ class FacetConfig(_Section):
         return self
 
 
-def _default_facets() -> list[FacetConfig]:
+# The extractor of the built-in `request` facet (the clustered one) per backend, from
+# bench/facet_topic.py: with the packaged 270M model (`local`) the LLM's summaries lose the
+# topic, and the user's own first turn clusters far closer to the true intents. The HTTP
+# backends keep the LLM's summary, which a capable model writes in general terms; that
+# choice is not measured (no capable model was run through the benchmark).
+REQUEST_EXTRACTOR: dict[LLMBackendName, FacetExtractor] = {
+    "local": "user_text",
+    "openai-compatible": "llm",
+    "anthropic": "llm",
+}
+
+
+def builtin_facets(request_extractor: FacetExtractor = "llm") -> list[FacetConfig]:
+    """The built-in facets, with the `request` facet from `request_extractor` (llm asks
+    the question; user_text takes the user's first turn)."""
     return [
         FacetConfig(
             name="request",
             kind="text",
-            question="What did the user ask the assistant for? One sentence, general terms, "
-            "no names or other private details.",
+            extractor=request_extractor,
+            question=(
+                "What did the user ask the assistant for? One sentence, general terms, "
+                "no names or other private details."
+                if request_extractor == "llm"
+                else ""
+            ),
             max_chars=160,
             cluster=True,
         ),
@@ -471,12 +502,27 @@ class RunnerConfig(_Section):
     )
 
 
+def _facets_for_backend(data: dict[str, Any]) -> list[FacetConfig]:
+    """The default of `RunConfig.facets`, given the fields validated before it (`llm`):
+    only a config that does not set `facets` gets it, so an explicit list is never
+    rewritten."""
+    llm = data.get("llm")
+    backend = llm.backend if isinstance(llm, LLMConfig) else LLMConfig().backend
+    return builtin_facets(REQUEST_EXTRACTOR[backend])
+
+
 class RunConfig(_Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Reading input.")
     scrub: ScrubConfig = Field(default_factory=ScrubConfig, description="PII scrubbing.")
     llm: LLMConfig = Field(default_factory=LLMConfig, description="The LLM backend.")
     facets: list[FacetConfig] = Field(
-        default_factory=_default_facets, description="Facets extracted per conversation."
+        default_factory=_facets_for_backend,
+        description="Facets extracted per conversation. When not set, the built-in facets: "
+        "request (clustered), task, values, concerning and language. The built-in request "
+        "facet's extractor depends on `llm.backend`: user_text (the user's first turn) with "
+        "`local`, whose 270M model's summaries lose the topic (measured by "
+        "bench/facet_topic.py), and llm with openai-compatible and anthropic. A `facets` list "
+        "in the config is taken as written.",
     )
     embed: EmbedConfig = Field(default_factory=EmbedConfig, description="Embedding text facets.")
     cluster: ClusterConfig = Field(default_factory=ClusterConfig, description="Base clustering.")

@@ -14,12 +14,11 @@ from pydantic_core import PydanticUndefined
 
 
 def _default(field: FieldInfo) -> Any:
-    if field.default_factory is not None:
-        value = field.default_factory()
-    elif field.default is PydanticUndefined:
+    if field.default_factory is None and field.default is PydanticUndefined:
         return "(required)"
-    else:
-        value = field.default
+    # A factory that reads earlier fields (the facets' per-backend default) gets none of
+    # them here, so it documents the default of an empty config.
+    value = field.get_default(call_default_factory=True, validated_data={})
     if isinstance(value, BaseModel):
         return "(section)"
     if isinstance(value, list) and value and isinstance(value[0], BaseModel):

@@ -5,6 +5,8 @@ Extractors:
   with one field per facet (the packaged local model: ~1.8 CPU-seconds per call, the
   shared few-shot prefix evaluated once per llama.cpp context);
   the answer is validated by a pydantic model built from the facet configs.
+- `user_text`: the conversation's own scrubbed user turns (the first, or all), cut to the
+  facet's `max_chars`: what carries the topic when the LLM's summary would lose it.
 - `language_id`: lingua on the user's turns (`clio.language`).
 - `metadata`: computed from the messages: `turns`, `chars`, `has_code`.
 A number facet with a `lexicon` (the built-in `concerning`) stores the weighted mean of
@@ -405,6 +407,19 @@ def user_text(conversation: ScrubbedConversation) -> str:
     return "\n".join(m.content for m in conversation.messages if m.role == "user")
 
 
+def user_turns_text(conversation: ScrubbedConversation, turns: str, max_chars: int) -> str:
+    """The user's first turn (or all turns, joined), whitespace collapsed, cut to
+    `max_chars` at a word boundary (a single longer word is cut inside it); may be empty."""
+    contents = [m.content for m in conversation.messages if m.role == "user"]
+    if turns == "first":
+        contents = contents[:1]
+    text = " ".join(" ".join(contents).split())
+    if len(text) <= max_chars:
+        return text
+    head = text[: max_chars + 1].rsplit(" ", 1)[0]
+    return head if len(head) <= max_chars else text[:max_chars]
+
+
 def metadata_value(conversation: ScrubbedConversation, name: str) -> str | int:
     if name == "turns":
         return sum(1 for m in conversation.messages if m.role == "user")
@@ -446,6 +461,21 @@ def _from_llm(
     return FacetValue(cid, facet.name, value)
 
 
+def _from_user_text(
+    facet: FacetConfig, conversation: ScrubbedConversation, index: int, batch: Batch
+) -> FacetValue:
+    cid = conversation.conversation_id
+    text = user_turns_text(conversation, facet.user_turns, facet.max_chars)
+    if not text:
+        has_user_turn = any(m.role == "user" for m in conversation.messages)
+        why = "its user turns are empty" if has_user_turn else "it has no user turn"
+        if has_user_turn and facet.user_turns == "first":
+            why = "its first user turn is empty"
+        error = f"no user text for {facet.name!r}: {why}"
+        return FacetValue(cid, facet.name, None, status="failed", error=error)
+    return FacetValue(cid, facet.name, text)
+
+
 def _from_language_id(
     facet: FacetConfig, conversation: ScrubbedConversation, index: int, batch: Batch
 ) -> FacetValue:
@@ -472,6 +502,7 @@ def _from_metadata(
 # The extractor of each `FacetConfig.extractor` value: a new kind is one function here.
 EXTRACTORS: dict[FacetExtractor, Extractor] = {
     "llm": _from_llm,
+    "user_text": _from_user_text,
     "language_id": _from_language_id,
     "metadata": _from_metadata,
 }

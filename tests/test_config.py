@@ -3,7 +3,14 @@ from pathlib import Path
 import pytest
 from pydantic_core import PydanticUndefined
 
-from clio.config import ConfigError, FacetConfig, RunConfig, config_hash, load_config
+from clio.config import (
+    ConfigError,
+    FacetConfig,
+    RunConfig,
+    builtin_facets,
+    config_hash,
+    load_config,
+)
 from clio.config_docs import iter_settings, render_config_docs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +53,9 @@ def test_production_default_threshold_is_at_least_25_users():
         ("facets: [{name: a, question: q}, {name: a, question: q}]", "unique"),
         ("key: [unclosed", "YAML"),
         ("facets: [{name: request, extractor: metadata}]", "not computed by clio"),
+        ("facets: [{name: x, kind: list, extractor: user_text}]", "text facets only, not list"),
+        ("facets: [{name: x, kind: text, extractor: user_text, user_turns: last}]", "user_turns"),
+        ("facets: [{name: x, kind: text, question: ''}]", "needs a `question`"),
     ],
 )
 def test_bad_configs_give_clear_errors(tmp_path, text, message):
@@ -89,3 +99,49 @@ def test_custom_facet_declared_in_yaml(tmp_path):
         values=["positive", "neutral", "negative"],
         breakdown=True,
     )
+
+
+def test_user_text_facet_needs_no_question(tmp_path):
+    path = tmp_path / "user_text.yaml"
+    path.write_text("facets: [{name: asked, extractor: user_text, user_turns: all, cluster: true}]")
+    (facet,) = load_config(path).facets
+    assert (facet.extractor, facet.user_turns, facet.question) == ("user_text", "all", "")
+
+
+@pytest.mark.parametrize(
+    ("backend", "extractor"),
+    [("local", "user_text"), ("openai-compatible", "llm"), ("anthropic", "llm")],
+)
+def test_built_in_request_facet_extractor_follows_the_backend(tmp_path, backend, extractor):
+    path = tmp_path / "backend.yaml"
+    path.write_text(f"llm: {{backend: {backend}}}")
+    config = load_config(path)
+    assert config.facet("request").extractor == extractor
+    assert config.facets == builtin_facets(extractor)
+    # Every other built-in facet is the same whatever the backend.
+    assert config.facets[1:] == builtin_facets("llm")[1:]
+
+
+def test_default_config_clusters_the_users_first_turn():
+    request = RunConfig().facet("request")
+    assert (request.extractor, request.user_turns, request.cluster) == ("user_text", "first", True)
+
+
+@pytest.mark.parametrize("backend", ["local", "openai-compatible", "anthropic"])
+def test_explicit_facets_are_never_rewritten_by_the_backend_default(tmp_path, backend):
+    path = tmp_path / "explicit.yaml"
+    path.write_text(
+        f"llm: {{backend: {backend}}}\n"
+        "facets:\n"
+        "  - {name: request, question: 'What was asked?', cluster: true}\n"
+        "  - {name: asked, extractor: user_text}\n"
+    )
+    facets = load_config(path).facets
+    assert [(f.name, f.extractor) for f in facets] == [("request", "llm"), ("asked", "user_text")]
+
+
+def test_a_dumped_config_loads_back_equal():
+    """The effective config (as `clio config` shows it) reads back as the same config,
+    whichever backend chose the facets."""
+    for config in (RunConfig(), RunConfig(llm={"backend": "anthropic"})):
+        assert RunConfig.model_validate(config.model_dump()) == config

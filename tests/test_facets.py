@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from clio.concern import concern_level
-from clio.config import FacetConfig, LLMConfig, RunConfig
+from clio.config import FacetConfig, LLMConfig, RunConfig, builtin_facets
 from clio.facets import (
     CUT_MARKER,
     cross_checked,
@@ -19,6 +19,7 @@ from clio.facets import (
     facet_prompt,
     metadata_value,
     render_conversation,
+    user_turns_text,
 )
 from clio.language import reconcile_language
 from clio.llm.base import LLMError, Prompt
@@ -54,7 +55,7 @@ def sample_conversations(n: int) -> list[ScrubbedConversation]:
     return out
 
 
-DEFAULT_FACETS = RunConfig().facets
+DEFAULT_FACETS = builtin_facets("llm")  # the built-in facets with request from the LLM
 LLM_FACETS = [f for f in DEFAULT_FACETS if f.extractor == "llm"]
 VALID = {
     "request": "Asked for help.",
@@ -295,6 +296,72 @@ def test_examples_keep_only_fields_valid_for_custom_facets():
 def test_metadata_facets(turns, expected):
     conv = conversation("c", *turns)
     assert {name: metadata_value(conv, name) for name in expected} == expected
+
+
+TWO_TURNS = (
+    ("user", "  How do I\n\nreset my   router?  "),
+    ("assistant", "Hold the reset button."),
+    ("user", "It still blinks red."),
+)
+
+
+@pytest.mark.parametrize(
+    ("turns", "max_chars", "expected"),
+    [
+        ("first", 160, "How do I reset my router?"),
+        ("all", 160, "How do I reset my router? It still blinks red."),
+        ("all", 30, "How do I reset my router? It"),  # cut before the word "still"
+        ("all", 31, "How do I reset my router? It"),  # "still" would end past 31
+        ("first", 14, "How do I reset"),  # a cut that falls on a space keeps the word
+        ("first", 15, "How do I reset"),
+        ("first", 13, "How do I"),
+    ],
+)
+def test_user_text_takes_the_user_turns_cut_at_a_word(turns, max_chars, expected):
+    assert user_turns_text(conversation("c", *TWO_TURNS), turns, max_chars) == expected
+
+
+def test_user_text_cuts_a_single_long_word_inside_it():
+    conv = conversation("c", ("user", "x" * 50))
+    assert user_turns_text(conv, "first", 20) == "x" * 20
+
+
+def test_user_text_facet_needs_no_llm_and_fails_when_there_is_no_user_text():
+    request = FacetConfig(name="request", extractor="user_text", max_chars=40)
+    everything = request.model_copy(update={"user_turns": "all"})
+    convs = [
+        conversation("ok", ("user", "Plan a trip to the coast"), ("assistant", "Sure.")),
+        conversation("blank", ("user", "  \n "), ("assistant", "Hello?"), ("user", "hi")),
+        conversation("none", ("assistant", "Hello, how can I help?")),
+    ]
+    first = extract_facets(convs, [request], None, max_input_chars=500)
+    assert [(v.conversation_id, v.status, v.value) for v in first] == [
+        ("ok", "ok", "Plan a trip to the coast"),
+        ("blank", "failed", None),
+        ("none", "failed", None),
+    ]
+    assert "first user turn is empty" in first[1].error
+    assert "no user turn" in first[2].error
+    # All turns: the second user turn carries text, so only the assistant-only one fails.
+    both = extract_facets(convs, [everything], None, max_input_chars=500)
+    assert [v.value for v in both] == ["Plan a trip to the coast", "hi", None]
+
+
+def test_user_text_request_is_not_asked_of_the_llm():
+    """With request from user_text, the combined call asks only the other llm facets."""
+    facets = builtin_facets("user_text")
+    backend = FakeBackend(lambda call: {k: v for k, v in VALID.items() if k != "request"})
+    values = extract_facets(
+        [conversation("c", ("user", "How do I bake bread?"))],
+        facets,
+        llm_with(backend),
+        max_input_chars=500,
+    )
+    (call,) = backend.calls
+    assert "- request" not in call.prompt.instruction
+    assert "- task" in call.prompt.instruction
+    by_facet = {v.facet: v.value for v in values}
+    assert (by_facet["request"], by_facet["task"]) == ("How do I bake bread?", "advice")
 
 
 # --- the stage with a fake LLM ----------------------------------------------------------

@@ -15,7 +15,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from clio.config import LLMConfig, RunConfig
+from clio.config import LLMConfig, builtin_facets
 from clio.facets import extract_facets
 from clio.llm.base import LLMError, LLMUnavailable, Prompt
 from clio.llm.client import LLMFailure, MemoryCache, StructuredLLM
@@ -239,7 +239,7 @@ def test_facet_extraction_through_llama_cpp_server(llama_server):
         max_output_tokens=96,
         max_retries=1,
     )
-    facets = [f for f in RunConfig().facets if f.extractor == "llm"]
+    facets = [f for f in builtin_facets("llm") if f.extractor == "llm"]
     conversations = sample_conversations(3)
     cache = MemoryCache()
     llm = StructuredLLM(build_backend(config), config, cache)
