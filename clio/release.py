@@ -1,7 +1,8 @@
 """The released store (`insights.duckdb`): aggregates only, written atomically.
 
 `write_release` is the only code that writes it, and it accepts only a
-`GateResult` (privacy invariant 1). The store accumulates runs so a reader can
+`GateResult` sealed by `clio.gate.apply_gate` (privacy invariant 1; see `clio.gate.result`
+for what the seal does and does not protect against). The store accumulates runs so a reader can
 compare them; re-releasing a `run_id` replaces that run's rows.
 
 The tables, views and row types are the contract in `clio.released`; this
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import duckdb
 
-from clio.gate import GateResult
+from clio.gate import GateResult, check_seal
 from clio.released import (
     RUNS_COLUMNS,
     TABLE_COLUMNS,
@@ -44,12 +45,15 @@ def write_release(path: Path, run: RunRow, gate: GateResult) -> None:
 
     Earlier runs are kept; rows of the same `run_id` are replaced. On any
     failure the temp file is removed and the previous store is untouched.
+    Raises `clio.gate.UnsealedGateResult` for a result the gate did not seal, or whose
+    rows changed since, before anything is written.
     """
     if not isinstance(gate, GateResult):
         raise TypeError(
             f"write_release accepts only a GateResult from clio.gate.apply_gate, "
             f"not {type(gate).__name__}"
         )
+    check_seal(gate)
     if not isinstance(run, RunRow):
         raise TypeError(f"write_release needs a RunRow, not {type(run).__name__}")
     _validate(run, gate)

@@ -119,6 +119,35 @@ def test_the_runtime_never_imports_tests():
     assert _offenders(CLIO, ("tests",)) == {}
 
 
+def _seal_users(root: Path = ROOT) -> set[str]:
+    """Files that import or reach the gate's private sealing function `_seal`."""
+    found = set()
+    for folder in ("clio", "flows", "bench", "tests"):
+        for path in sorted((root / folder).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            for node in ast.walk(tree):
+                imported = isinstance(node, ast.ImportFrom) and any(
+                    a.name == "_seal" for a in node.names
+                )
+                if imported or (isinstance(node, ast.Attribute) and node.attr == "_seal"):
+                    found.add(path.relative_to(root).as_posix())
+    return found
+
+
+def test_only_the_gate_seals_released_rows():
+    """`write_release` writes only sealed results, so the seal is only worth something if
+    `apply_gate` is the one caller at run time; the tests that write rows chosen by hand
+    go through one named module."""
+    assert _seal_users() == {"clio/gate/apply.py", "tests/ungated.py"}
+
+
+def test_the_seal_rule_fails_on_another_caller(tmp_path):
+    module = tmp_path / "clio" / "pipeline" / "shortcut.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("from clio.gate import result\n\ndef f(r):\n    return result._seal(r)\n")
+    assert _seal_users(tmp_path) == {"clio/pipeline/shortcut.py"}
+
+
 def test_flows_only_wrap_the_pipeline():
     flows = _modules(ROOT / "flows")
     allowed = ("clio.pipeline", "clio.config", "clio.incremental")

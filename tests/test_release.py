@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -15,11 +17,12 @@ import duckdb
 import pytest
 
 from clio.config import PrivacyConfig
-from clio.gate import GateResult, apply_gate
+from clio.gate import GateResult, UnsealedGateResult, apply_gate
 from clio.manifest import write_manifest
 from clio.records import Cluster
 from clio.release import write_release
 from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow, read_only_connect
+from tests.ungated import ungated_result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +109,7 @@ def cluster(cluster_id: str, n: int = 5, **fields) -> ReleasedCluster:
 
 
 def gate_result(*clusters: ReleasedCluster, breakdowns=()) -> GateResult:
-    return GateResult(list(clusters), list(breakdowns), {})
+    return ungated_result(clusters, breakdowns)
 
 
 def rows(path: Path, sql: str) -> list[tuple]:
@@ -243,6 +246,70 @@ def test_only_a_gate_result_is_accepted(tmp_path, not_a_gate_result):
     assert not store.exists()
 
 
+def _gated() -> GateResult:
+    """A real gate result: one base cluster of 5 users."""
+    members = [f"c{i}" for i in range(5)]
+    return apply_gate(
+        [Cluster("request", 0, "k1", None, members, name="Travel", description="Trips")],
+        {m: f"user-{m}" for m in members},
+        {m: {"language": "en"} for m in members},
+        PrivacyConfig(min_users=2, min_conversations=2, audit_released_text=False),
+        breakdown_facets=["language"],
+    )
+
+
+def test_a_result_of_the_gate_is_written(tmp_path):
+    store = tmp_path / "insights.duckdb"
+    write_release(store, run_row("r1"), _gated())
+    assert rows(store, "SELECT cluster_id, n_users FROM clusters") == [("k1", 5)]
+
+
+def _edited_in_place(result: GateResult) -> GateResult:
+    result.clusters[0].keywords.append("added")
+    return result
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: GateResult(r.clusters, r.breakdowns, r.suppressed), "carries no seal"),
+        (lambda r: replace(r, clusters=[replace(r.clusters[0], n_users=9)]), "does not match"),
+        (lambda r: replace(r, breakdowns=[]), "does not match"),
+        (lambda r: replace(r, suppressed={"below_min_users": 1}), "does not match"),
+        (_edited_in_place, "does not match"),
+    ],
+    ids=["built by hand", "a figure edited", "cells dropped", "report edited", "list mutated"],
+)
+def test_a_result_the_gate_did_not_seal_is_refused(tmp_path, change, message):
+    store = tmp_path / "insights.duckdb"
+    with pytest.raises(UnsealedGateResult, match=message):
+        write_release(store, run_row("r1"), change(_gated()))
+    assert not store.exists()
+
+
+SEAL_IN_A_CHILD = """
+import pickle
+import sys
+
+from clio.released import ReleasedCluster
+from tests.ungated import ungated_result
+
+row = ReleasedCluster("request", 0, "k1", None, "n", "d", [], 5, 5, 1.0, None, None, None)
+sys.stdout.buffer.write(pickle.dumps(ungated_result([row])))
+"""
+
+
+def test_a_result_sealed_by_another_process_is_refused(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = subprocess.run(
+        [sys.executable, "-c", SEAL_IN_A_CHILD], env=env, capture_output=True, check=True
+    )
+    result = pickle.loads(child.stdout)
+    assert result.seal  # sealed, with the child's key
+    with pytest.raises(UnsealedGateResult, match="another process"):
+        write_release(tmp_path / "insights.duckdb", run_row("r1"), result)
+
+
 @pytest.mark.parametrize(
     ("result", "message"),
     [
@@ -343,9 +410,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from clio.gate import GateResult
 from clio.release import write_release
 from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow
+from tests.ungated import ungated_result
 
 n_cells = int(sys.argv[2])
 clusters = [
@@ -354,7 +421,7 @@ clusters = [
 ]
 cells = [ReleasedBreakdown(f"k{i % 1000}", "language", f"v{i}", 5, 5) for i in range(n_cells)]
 run = RunRow("big", datetime(2024, 6, 1), datetime(2024, 6, 1, 1), "h", 2, 2, 1, 0, 1, 0, 0, 0, 0)
-write_release(Path(sys.argv[1]), run, GateResult(clusters, cells, {}))
+write_release(Path(sys.argv[1]), run, ungated_result(clusters, cells))
 print("finished")
 """
 

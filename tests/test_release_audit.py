@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from clio.cli import main
-from clio.gate import GateResult
 from clio.release import write_release
 from clio.release_audit import ATTACKS, Finding, audit_release, verdict
 from clio.release_audit.history import load_history
 from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow
 from tests.cli_run import clio_subprocess
+from tests.ungated import ungated_result
 
 REPO = Path(__file__).resolve().parents[1]
 TOP = "request-L1-000"
@@ -102,7 +102,7 @@ def write(
         output_tokens=100 * day,
     )
     fields.update(run_fields)
-    write_release(path, RunRow(**fields), GateResult(list(clusters), list(cells), {}))
+    write_release(path, RunRow(**fields), ungated_result(clusters, cells))
     return path
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from clio.gate import GateResult
 from clio.release import write_release
 from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow
 from clio.sql import ReadOnlyError, format_rows, run_query
+from tests.ungated import ungated_result
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def store(tmp_path_factory) -> Path:
     run = RunRow("r1", datetime(2024, 5, 1), datetime(2024, 5, 1, 1), "h", 2, 2, 15, 0, 15,
                  0, 0, 0, 0)  # fmt: skip
     cells = [ReleasedBreakdown("k1", "language", "en", 10, 10)]
-    write_release(path, run, GateResult(clusters, cells, {}))
+    write_release(path, run, ungated_result(clusters, cells))
     return path
 
 

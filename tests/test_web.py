@@ -18,13 +18,13 @@ from fastapi.testclient import TestClient
 from markupsafe import escape
 
 from clio.cli import build_parser, main
-from clio.gate import GateResult
 from clio.release import write_release
 from clio.released import ReleasedBreakdown, ReleasedCluster, RunRow
 from clio.web import model
 from clio.web.app import SECURITY_HEADERS, create_app
 from clio.web.export import export_html, script_json
 from clio.web.released import NotAReleasedStore, ReleasedStore
+from tests.ungated import ungated_result
 from tests.web_fixtures import NEW_IN_SECOND_RUN, Release, build_release, running_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -532,7 +532,7 @@ def test_released_text_is_escaped_everywhere(tmp_path):
     name = '<img src=x onerror="alert(1)"></script>'
     cluster = ReleasedCluster("request", 0, "request-L0-000", None, name, "a & b", ["<b>kw</b>"],
                               9, 9, 1.0, 2.0, 0.0, 0.0)  # fmt: skip
-    write_release(store, _run("r1", 1), GateResult([cluster], [], {}))
+    write_release(store, _run("r1", 1), ungated_result([cluster]))
     client = TestClient(create_app(store))
     for url in ["/", "/cluster/request-L0-000", "/map", "/search?q=img"]:
         page = client.get(url).text
@@ -613,9 +613,9 @@ def _small(cid: str, users: int, concern: float | None = None) -> ReleasedCluste
 
 def test_run_changes_compares_each_run_with_the_one_before(tmp_path):
     store = tmp_path / "insights.duckdb"
-    write_release(store, _run("r1", 1), GateResult([_small("a", 10, 2.0), _small("b", 5)], [], {}))
-    write_release(store, _run("r2", 2), GateResult([_small("a", 14, 3.5), _small("c", 6)], [], {}))
-    write_release(store, _run("r3", 3), GateResult([_small("a", 9, 3.5)], [], {}))
+    write_release(store, _run("r1", 1), ungated_result([_small("a", 10, 2.0), _small("b", 5)]))
+    write_release(store, _run("r2", 2), ungated_result([_small("a", 14, 3.5), _small("c", 6)]))
+    write_release(store, _run("r3", 3), ungated_result([_small("a", 9, 3.5)]))
     connection = duckdb.connect(str(store), read_only=True)
     rows = connection.execute(
         "SELECT run_id, previous_run_id, cluster_id, status, n_users, previous_n_users, "
@@ -669,7 +669,7 @@ def test_a_sparse_release_renders_every_view(tmp_path):
                              None, None, None)  # fmt: skip
     child = ReleasedCluster("values", 0, "values-L0-000", "values-L1-000", "Telling the truth",
                             "", [], 8, 9, 1.0, None, None, None)  # fmt: skip
-    write_release(store, _run("r1", 1), GateResult([parent, child], [], {}))
+    write_release(store, _run("r1", 1), ungated_result([parent, child]))
     client = TestClient(create_app(store))
     assert "not scored" in client.get("/").text
     cluster_page = client.get("/cluster/values-L0-000").text
@@ -681,7 +681,7 @@ def test_a_sparse_release_renders_every_view(tmp_path):
 
 def test_a_store_that_disappears_is_a_503_page_with_headers(tmp_path):
     store = tmp_path / "insights.duckdb"
-    write_release(store, _run("r1", 1), GateResult([_small("a", 5)], [], {}))
+    write_release(store, _run("r1", 1), ungated_result([_small("a", 5)]))
     client = TestClient(create_app(store), raise_server_exceptions=False)
     store.unlink()
     response = client.get("/")

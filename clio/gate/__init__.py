@@ -2,7 +2,13 @@
 
 `apply_gate` turns the private cluster trees (which hold conversation ids) into
 aggregate rows that may leave the pipeline (`GateResult`), and `write_release`
-accepts nothing else. The rules, in order:
+accepts nothing else: `apply_gate` seals its result (`result`: an HMAC, under a random
+key of this process that never leaves `clio.gate`, over a canonical serialisation of
+every row and report), and `write_release` refuses a result without that seal or whose
+rows changed since (`check_seal`, `UnsealedGateResult`). The seal guards against code
+that bypasses the gate by mistake (rows built by hand, or edited after the gate); it is
+no defence against an attacker who can run code in the process, who can read the key
+or call the private `result._seal` as `apply_gate` does. The rules, in order:
 
 1. Thresholds. Every cluster, at every level of every facet's tree, needs at
    least `min_users` DISTINCT user pseudonyms and `min_conversations`
@@ -62,10 +68,11 @@ The package, one module a job: `thresholds` (rules 1 to 3), `text` (rule 4), `nu
 (the released numbers, and rule 5), `crossrun` (rule 6), `public` (ids and positions,
 rule 7), `invariants` (the rules re-checked on what is about to be released), `values`
 (how facet values are read), `reasons` (the suppression reasons), `state` (what the
-steps share), `apply` (`apply_gate`, the steps in order).
+steps share), `apply` (`apply_gate`, the steps in order), `result` (`GateResult` and its
+seal).
 """
 
-from clio.gate.apply import GateResult, apply_gate
+from clio.gate.apply import apply_gate
 from clio.gate.reasons import (
     AUDIT,
     AUDIT_ERROR,
@@ -87,6 +94,7 @@ from clio.gate.reasons import (
     TEXT_WITHHELD_PII,
     WITHHELD_NAME,
 )
+from clio.gate.result import GateResult, UnsealedGateResult, check_seal
 from clio.gate.text import Audit, Regenerate, TextCheck
 
 __all__ = [
@@ -113,5 +121,7 @@ __all__ = [
     "GateResult",
     "Regenerate",
     "TextCheck",
+    "UnsealedGateResult",
     "apply_gate",
+    "check_seal",
 ]

@@ -2,7 +2,7 @@
 
 The rules are in the package docstring (`clio.gate`); each step lives in its own
 module: `thresholds` (rules 1 to 3), `text` (rule 4), `numbers` (the released numbers
-and rule 5), `invariants` (the final self-check).
+and rule 5), `invariants` (the final self-check); `result` seals what it returns.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
 from clio.config import PrivacyConfig
 from clio.dp import DPConfig
@@ -25,6 +24,7 @@ from clio.gate.numbers import (
     true_numbers,
 )
 from clio.gate.public import PublicId, released_positions, rename_ids
+from clio.gate.result import GateResult, _seal
 from clio.gate.state import GateState
 from clio.gate.text import (
     Audit,
@@ -53,17 +53,6 @@ from clio.records import Cluster
 from clio.released import CONCERN_FACET, PreviousRelease, ReleasedBreakdown, ReleasedCluster
 
 log = logging.getLogger("clio.gate")
-
-
-@dataclass
-class GateResult:
-    """What may leave the pipeline: the only input `clio.release.write_release` accepts."""
-
-    clusters: list[ReleasedCluster]
-    breakdowns: list[ReleasedBreakdown]
-    suppressed: dict[str, int] = field(default_factory=dict)  # counts by reason, only > 0
-    text_checks: dict[str, int] = field(default_factory=dict)  # what the text checks did
-    dp: dict[str, Any] | None = None  # the DP budget and mechanisms, when DP is on
 
 
 def apply_gate(
@@ -170,12 +159,14 @@ def apply_gate(
         concern_facet if dp_report is None else None,
     )  # fmt: skip
     check_released_numbers(rows, breakdowns, previous, config, exact=dp_report is None)
-    result = GateResult(
-        rows,
-        breakdowns,
-        {k: v for k, v in sorted(suppressed.items()) if v},
-        dict(sorted(vetter.counts.items())),
-        dp_report.as_manifest() if dp_report is not None else None,
+    result = _seal(
+        GateResult(
+            rows,
+            breakdowns,
+            {k: v for k, v in sorted(suppressed.items()) if v},
+            dict(sorted(vetter.counts.items())),
+            dp_report.as_manifest() if dp_report is not None else None,
+        )
     )
     log.info(
         f"gate: released {len(rows)} of {len(nodes)} clusters and {len(breakdowns)} breakdown "
