@@ -1,5 +1,5 @@
 """A facet the run measures as degenerate is released neither as clusters nor as
-breakdowns; informative facets of the same run are released.
+breakdowns, and the report says so; informative facets of the same run are released.
 
 The whole pipeline runs in process (real Presidio, embedder, clustering and DuckDB
 release) with the openai-compatible backend pointed at a loopback server that answers
@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from clio.cli import render_report
 from clio.config import load_config
 from clio.pipeline.run import run_pipeline
 from tests.fakes.chats import QUESTIONS, two_per_user
@@ -106,3 +107,18 @@ def test_a_degenerate_facet_is_neither_clustered_nor_broken_down(run):
     cells = {row[0] for row in _released(run, "SELECT DISTINCT facet FROM facet_breakdowns")}
     assert "mood" in cells  # the informative category of the same run is released
     assert "channel" not in cells
+
+
+def test_the_report_shows_the_verdicts_and_the_top_clusters_by_name(run):
+    text = render_report(run["manifest"])
+    lines = text.splitlines()
+    task = next(line for line in lines if line.strip().startswith("task "))
+    assert "top 100%, example 100%" in task
+    assert "DEGENERATE" in task and "left out of clusters" in task
+    assert "left out of breakdowns" in next(line for line in lines if "channel " in line)
+    mood = next(line for line in lines if line.strip().startswith("mood "))
+    assert "top 50%" in mood and "DEGENERATE" not in mood
+    assert any(line.startswith("  top clusters       request") for line in lines)
+    assert not any(line.startswith("  top clusters       task") for line in lines)
+    names = {row[0] for row in _released(run, "SELECT name FROM clusters WHERE level > 0")}
+    assert any(line.strip().split(" (")[0] in names for line in lines)
