@@ -362,15 +362,12 @@ _EXAMPLES: tuple[tuple[tuple[tuple[str, str], ...], dict[str, Any]], ...] = (
 )
 
 
-def facet_examples(facets: Sequence[FacetConfig], max_input_chars: int) -> tuple[Example, ...]:
-    """The built-in examples, keeping only fields that are valid for the configured facets.
-
-    A custom facet has no example value; the examples still teach the format and the
-    built-in fields, and the schema (or the local grammar) asks for the rest.
-    """
+def example_outputs(facets: Sequence[FacetConfig]) -> list[dict[str, Any]]:
+    """One dict per built-in example, in order: its answers that are valid for the
+    configured llm facets (what the prompt shows; also what a copied answer equals)."""
     checkers = {f.name: facet_output_model([f]) for f in facets if f.extractor == "llm"}
-    examples = []
-    for turns, answer in _EXAMPLES:
+    outputs = []
+    for _, answer in _EXAMPLES:
         output = {}
         for name, checker in checkers.items():
             if name not in answer:
@@ -380,6 +377,18 @@ def facet_examples(facets: Sequence[FacetConfig], max_input_chars: int) -> tuple
             except ValidationError:
                 continue
             output[name] = answer[name]
+        outputs.append(output)
+    return outputs
+
+
+def facet_examples(facets: Sequence[FacetConfig], max_input_chars: int) -> tuple[Example, ...]:
+    """The built-in examples, keeping only fields that are valid for the configured facets.
+
+    A custom facet has no example value; the examples still teach the format and the
+    built-in fields, and the schema (or the local grammar) asks for the rest.
+    """
+    examples = []
+    for (turns, _), output in zip(_EXAMPLES, example_outputs(facets), strict=True):
         if output:
             messages = [Message(role=role, content=content) for role, content in turns]  # type: ignore[arg-type]
             examples.append(Example(facet_input(messages, max_input_chars), output))

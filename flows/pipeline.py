@@ -29,6 +29,7 @@ from clio.pipeline.stages import (
     build_trees,
     embed_slice,
     extract_facets_slice,
+    measure_facet_quality,
     scrub_slice,
 )
 
@@ -44,6 +45,7 @@ TASKS: dict[Callable[..., Any], Task] = {
     plan_input: _as_task(plan_input, "plan-input"),
     scrub_slice: _as_task(scrub_slice, "scrub-partition"),
     extract_facets_slice: _as_task(extract_facets_slice, "facet-partition"),
+    measure_facet_quality: _as_task(measure_facet_quality, "facet-quality"),
     embed_slice: _as_task(embed_slice, "embed-partition"),
     build_trees: _as_task(build_trees, "cluster-facets"),
     assign_increment: _as_task(assign_increment, "assign-to-build"),

@@ -8,7 +8,7 @@ does that over the private store and writes the released store.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -41,6 +41,12 @@ class ReleaseSettings:
     @classmethod
     def of(cls, config: RunConfig) -> ReleaseSettings:
         return cls(config.privacy, config.facets, config.scrub, config.llm, config.cluster.seed)
+
+    def without(self, facet_names: Collection[str]) -> ReleaseSettings:
+        """These settings with `facet_names` left out: the gate then releases no breakdown
+        of them (nor, for the concern facet, a concern mean). For facets the run measured
+        as degenerate, whose breakdowns would show the prompt, not the conversations."""
+        return replace(self, facets=[f for f in self.facets if f.name not in facet_names])
 
 
 def facet_values_by_conversation(

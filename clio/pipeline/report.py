@@ -13,13 +13,14 @@ import platform
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from importlib import metadata
 from typing import Any
 
 import clio
 from clio.config import RunConfig
+from clio.facet_quality import THRESHOLDS, FacetQuality
 from clio.incremental import Mode
 from clio.llm.client import Usage
 from clio.pipeline.paths import RunPaths
@@ -88,6 +89,8 @@ class RunFacts:
     release: dict[str, Any]
     differential_privacy: dict[str, Any] | None
     stage_seconds: dict[str, float]
+    facet_quality: dict[str, FacetQuality] = field(default_factory=dict)
+    withheld_facets: dict[str, list[str]] = field(default_factory=dict)  # facet -> uses
 
 
 def build_manifest(
@@ -123,6 +126,13 @@ def build_manifest(
             "n_missing_user_id_treated_per_conversation": facts.plan.n_missing_user,
             "n_pii_spans_replaced": facts.n_pii_spans,
             "facet_failures": dict(sorted(facts.facet_failures.items())),
+        },
+        "facet_quality": {
+            "thresholds": asdict(THRESHOLDS),
+            "facets": {
+                name: {**q.as_dict(), "withheld_from": facts.withheld_facets.get(name, [])}
+                for name, q in facts.facet_quality.items()
+            },
         },
         "incremental": facts.incremental,
         "runner": {
@@ -173,9 +183,10 @@ def public_manifest(operator: dict[str, Any]) -> dict[str, Any]:
     Left out, and why:
     - every input-side count (records read, conversations, already processed, scrubbed,
       quarantined and by reason, truncated, without a user id, PII spans replaced,
-      facet failures, the incremental run's new and unassigned conversations): for a
-      small run, or as the difference between two runs, these describe one person (one
-      new conversation's PII spans, its quarantine reason). Rounding does not help: a
+      facet failures, the facets' degeneracy figures and verdicts, the incremental run's
+      new and unassigned conversations): for a small run, or as the difference between
+      two runs, these describe one person (one new conversation's PII spans, its
+      quarantine reason, its answer tipping a facet's verdict). Rounding does not help: a
       rounded count still moves when one record crosses a boundary. The released
       `runs` table carries the run totals the release stands behind;
     - LLM calls, tokens and cost, partitions and stage seconds: they grow with the

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from clio.config import RunConfig, config_hash
+from clio.facet_quality import withheld_uses
 from clio.hierarchy import TreeSettings
 from clio.incremental import Mode, tree_digest
 from clio.manifest import write_manifest
@@ -57,6 +58,7 @@ from clio.pipeline.stages import (
     embed_slice,
     extended_build,
     extract_facets_slice,
+    measure_facet_quality,
     merge_shards,
     scrub_slice,
 )
@@ -224,10 +226,21 @@ def run_pipeline(
         for part in facet_parts:
             add_usage(usage, part.usage)
             add_usage(failed_facets, part.failed)
+        # Over every conversation the release covers: a degenerate facet is neither
+        # clustered nor broken down in this release (`clio.facet_quality`).
+        quality = runner.run(
+            measure_facet_quality,
+            facets=config.facets,
+            conversation_ids=ids,
+            private_path=str(paths.private),
+        )
+    withheld = withheld_uses(config.facets, quality)
+    for name, uses in withheld.items():
+        log.warning(f"facet {name} is degenerate: left out of {', '.join(uses) or 'nothing'}")
 
     clusters: list[Cluster] = []
     incremental: dict[str, Any] | None = None
-    clustered = [f.name for f in config.facets if f.cluster]
+    clustered = [f.name for f in config.facets if f.cluster and f.name not in withheld]
     with times.stage("embed+cluster+describe+hierarchy"):
         if clustered:
             partitions["embed"] = len(
@@ -303,7 +316,7 @@ def run_pipeline(
     with times.stage("gate+release"):
         released = runner.run(
             release_run,
-            settings=ReleaseSettings.of(config),
+            settings=ReleaseSettings.of(config).without(withheld),
             clusters=clusters,
             conversation_ids=ids,
             private_path=str(paths.private),
@@ -336,6 +349,8 @@ def run_pipeline(
         quarantine=quarantine,
         n_pii_spans=sum(p.n_pii_spans for p in parts),
         facet_failures=failed_facets,
+        facet_quality=quality,
+        withheld_facets=withheld,
         incremental=incremental,
         runner_kind=runner.kind,
         partitions=partitions,

@@ -26,7 +26,8 @@ from clio.config import (
     ScrubConfig,
 )
 from clio.embed import embed_texts
-from clio.facets import extract_facets
+from clio.facet_quality import FacetQuality, measure_facets
+from clio.facets import example_outputs, extract_facets
 from clio.hierarchy import TreeSettings, base_cluster_of_items, build_facet_tree
 from clio.incremental import base_centroids, tree_from_build
 from clio.ingest import ingest
@@ -162,6 +163,20 @@ def extract_facets_slice(
         if v.status == "failed":
             failed[v.facet] = failed.get(v.facet, 0) + 1
     return FacetsPart(usage_of(llm), failed)
+
+
+def measure_facet_quality(
+    facets: list[FacetConfig], conversation_ids: list[str], private_path: str
+) -> dict[str, FacetQuality]:
+    """Each llm facet's degeneracy figures over `conversation_ids` (`clio.facet_quality`),
+    from the private store's answers; names and numbers only leave this call."""
+    with PrivateStore(private_path, read_only=True) as store:
+        values = store.get_facets(conversation_ids)
+    answers: dict[str, list[object]] = {}
+    for output in example_outputs(facets):
+        for name, answer in output.items():
+            answers.setdefault(name, []).append(answer)
+    return measure_facets(facets, values, answers)
 
 
 def embed_slice(
