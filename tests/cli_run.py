@@ -8,9 +8,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+TEST_HMAC_KEY = "test-key-not-secret"  # the pseudonym key every test run uses
+
 
 def clio_subprocess(
-    *args: str, cwd: Path, hmac_key: str = "test-key-not-secret"
+    *args: str, cwd: Path, hmac_key: str = TEST_HMAC_KEY
 ) -> subprocess.CompletedProcess[str]:
     """Any `clio` command in a subprocess with a clean Prefect environment; the caller
     checks the exit code."""
@@ -32,7 +34,7 @@ def run_clio(
     out: Path,
     *,
     cwd: Path,
-    hmac_key: str = "test-key-not-secret",
+    hmac_key: str = TEST_HMAC_KEY,
     extra_args: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """`clio run` in a subprocess; fails the test with stderr on error."""

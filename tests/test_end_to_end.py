@@ -14,7 +14,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.cli_run import clio_subprocess
+from clio.gate.public import keyed_ids, release_id_key
+from clio.records import Cluster
+from tests.cli_run import TEST_HMAC_KEY, clio_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -141,14 +143,16 @@ def test_every_released_cluster_meets_both_thresholds_in_private_truth(two_runs)
         ).fetchall()
     assert released, "the run released no cluster at all"
     assert {r[1] for r in released} >= {0, 1, 2}, "expected base clusters and two parent levels"
+    # Released ids are keyed (clio.gate.public): map the private store's ids to them.
+    public_id = keyed_ids(release_id_key(TEST_HMAC_KEY), two_runs["manifest_2"]["build_id"])
     with duckdb.connect(str(out / "private" / "private.duckdb"), read_only=True) as con:
         truth = {
-            cid: (users, convs)
-            for cid, users, convs in con.execute(
-                "SELECT m.cluster_id, count(DISTINCT c.user_pseudonym), "
+            public_id(Cluster(facet, level, cid, None, [])): (users, convs)
+            for facet, level, cid, users, convs in con.execute(
+                "SELECT m.facet, m.level, m.cluster_id, count(DISTINCT c.user_pseudonym), "
                 "count(DISTINCT m.conversation_id) FROM cluster_members m "
                 "JOIN conversations c USING (conversation_id) WHERE m.run_id = ? "
-                "GROUP BY m.cluster_id",
+                "GROUP BY m.facet, m.level, m.cluster_id",
                 [run_id],
             ).fetchall()
         }
@@ -305,7 +309,7 @@ def test_a_killed_run_resumes_from_its_caches(two_runs, tmp_path):
         str(out),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["CLIO_HMAC_KEY"] = "test-key-not-secret"
+    env["CLIO_HMAC_KEY"] = TEST_HMAC_KEY
     process = subprocess.Popen(
         args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )

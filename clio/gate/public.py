@@ -32,6 +32,12 @@ from clio.released import ReleasedBreakdown, ReleasedCluster
 PublicId = Callable[[Cluster], str]
 
 
+def release_id_key(pseudonym_key: str) -> bytes:
+    """The key of released ids, derived from the pseudonym key (the store's secret, or the
+    configured one): the ids are as private as the pseudonyms and stable wherever they are."""
+    return hmac.new(pseudonym_key.encode(), b"release ids", "sha256").digest()
+
+
 def keyed_ids(key: bytes, build_id: str) -> PublicId:
     """Released id of a node of the build `build_id`, keyed by the private store's `key`."""
 

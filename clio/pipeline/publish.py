@@ -7,7 +7,6 @@ does that over the private store and writes the released store.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -17,7 +16,7 @@ from typing import Any
 from clio.audit import KeywordRenamer, audit_texts
 from clio.config import FacetConfig, LLMConfig, PrivacyConfig, RunConfig, ScrubConfig
 from clio.gate import GateResult, TextCheck, apply_gate
-from clio.gate.public import PublicId, keyed_ids
+from clio.gate.public import PublicId, keyed_ids, release_id_key
 from clio.llm.client import StructuredLLM
 from clio.pipeline.components import hmac_key, llm_for, scrubber_for
 from clio.pipeline.stages import usage_of
@@ -174,9 +173,7 @@ def release_run(
     these ids in the released store (rules 6 and 7 of `clio.gate`). `n_processed` is the
     number of conversations this run processed (all of them when not given)."""
     with PrivateStore(private_path) as store:
-        # Derived from the pseudonym key (the store's secret, or the configured one), so
-        # the ids are as private as the pseudonyms and stable wherever they are.
-        key = hmac.new(hmac_key(settings.scrub, store).encode(), b"release ids", "sha256").digest()
+        key = release_id_key(hmac_key(settings.scrub, store))
         public_id = keyed_ids(key, build_id if build_id is not None else run.run_id)
         ids = [public_id(c) for c in clusters]
         previous = previous_release(Path(released_path), ids, run.run_id)
