@@ -1,6 +1,7 @@
 import pytest
 
-from clio.cli import _resolve_limit, build_parser, main, render_report
+from clio.cli import _resolve_limit, build_parser, main
+from clio.run_report import render_report
 
 COMMANDS = ["run", "report", "sql", "audit-release", "schedule", "config"]
 

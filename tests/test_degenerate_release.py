@@ -16,9 +16,9 @@ from typing import Any
 import duckdb
 import pytest
 
-from clio.cli import render_report
 from clio.config import load_config
 from clio.pipeline.run import run_pipeline
+from clio.run_report import render_report
 from tests.fakes.chats import QUESTIONS, two_per_user
 from tests.fakes.loopback import LoopbackServer, Reply, Seen
 from tests.test_golden_flow import _fill

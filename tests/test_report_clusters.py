@@ -6,8 +6,8 @@ from pathlib import Path
 
 import duckdb
 
-from clio.cli import render_report
 from clio.released import create_tables, create_views
+from clio.run_report import render_report
 
 
 def _store(path: Path, rows: list[tuple[str, int, str, str | None, str, int]]) -> None:
