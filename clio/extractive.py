@@ -7,8 +7,9 @@ not in `clio.naming.GENERIC_WORDS`) was written by at least `min_users` distinct
 of that cluster: the gate's word-support rule (`clio.gate.text`) holds by construction.
 
 A phrase is scored by coverage times distinctiveness: the share of the cluster's texts
-that contain all its content words, times the sum over those words of how much more
-often the cluster uses the word than the whole facet does (log lift, never below 0). A
+that contain all its content words (to the power `COVERAGE_EXPONENT`), times the sum over
+those words of how much more often the cluster uses the word than the whole facet does
+(log lift, never below 0). A
 word frequent everywhere ("good", "make") adds nothing, a second distinctive word adds
 as long as most members still use both, and a phrase that several users wrote verbatim
 gets a small bonus (it reads as people write it). Parents are named the same way from
@@ -32,6 +33,7 @@ from clio.naming import GENERIC_WORDS, MAX_NAME_CHARS, extractive_description
 MAX_PHRASE_WORDS = 6  # longest phrase, function words included
 MINED_TEXTS = 200  # phrases are mined from at most this many texts of a cluster (central first)
 VERBATIM_BONUS = 0.25  # score bonus for a phrase written verbatim by at least two users
+COVERAGE_EXPONENT = 0.25  # below 1, a longer phrase fewer texts contain can win (tuned on dev)
 
 Phrase = tuple[str, ...]
 
@@ -140,7 +142,7 @@ class GroupWords:
         content = phrase_content(phrase)
         if not content or not content <= self.supported:
             return None
-        value = self.coverage(content) * sum(self.lift(w) for w in content)
+        value = self.coverage(content) ** COVERAGE_EXPONENT * sum(self.lift(w) for w in content)
         if self.verbatim_users(phrase) >= 2:
             value *= 1.0 + VERBATIM_BONUS
         return Scored(phrase, content, value)

@@ -128,7 +128,8 @@ class ClusterSupport:
                 cluster_rare_words(text, node, self._tokens, self._user_of, self._min_users)
             )
             self._verdicts[key] = not rare
-            self._counts[f"failed_{RARE_IN_CLUSTER}"] += int(rare)
+            if rare:
+                self._counts[f"failed_{RARE_IN_CLUSTER}"] += 1
         return self._verdicts[key]
 
 
