@@ -374,6 +374,14 @@ class DescribeConfig(_Section):
         4, ge=0, description="Texts from the nearest other clusters shown as contrast."
     )
     n_keywords: int = Field(8, ge=1, description="Keywords kept per cluster (class-based TF-IDF).")
+    names: Literal["auto", "llm", "extractive"] = Field(
+        "auto",
+        description="How clusters are named: 'llm' asks the LLM (keyword names where it "
+        "fails); 'extractive' takes a short phrase from the members' own texts whose every "
+        "content word at least min_users distinct users of the cluster wrote, parents from "
+        "their children's phrases (no LLM call); 'auto' is 'extractive' with the small "
+        "embedded model (backend 'local'), which cannot name clusters, and 'llm' otherwise.",
+    )
 
 
 class HierarchyConfig(_Section):

@@ -14,6 +14,8 @@ Parent levels are built one of two ways (`hierarchy.procedure`, looked up in
   for). The top level, a handful of nodes, instead groups the nodes of the level below,
   so it splits none. The LLM (if any) only names nodes.
 A node the LLM fails to name gets a keyword name (`Cluster.extra["name_source"]` says which).
+With extractive names (`describe.names`, the default on the embedded model) no LLM names
+anything: every node gets a phrase from its members' texts (`clio.extractive`).
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from clio.cluster import (
 )
 from clio.config import ClusterConfig, DescribeConfig, HierarchyConfig, RunConfig
 from clio.describe import describe_clusters, parent_prompt, summarise_with_fallback
+from clio.extractive import FacetWords, Scored, name_clusters, name_parent
 from clio.hierarchy_llm import build_parent_level
 from clio.keywords import TermCounts, count_terms, keywords_of
 from clio.llm.base import Prompt
 from clio.mapping import map_positions
+from clio.naming import keyword_description, keyword_name
 from clio.records import Cluster
 
 if TYPE_CHECKING:
@@ -49,19 +53,22 @@ _log = logging.getLogger("clio.hierarchy")
 MAX_CHILD_NAMES_IN_PROMPT = 15  # a parent prompt lists at most this many children (largest)
 
 Procedure = Literal["llm", "centroids"]
+Naming = Literal["llm", "extractive"]
 
 
 @dataclass(frozen=True)
 class TreeSettings:
     """What building a facet's tree reads, and nothing else of the run config: the
     clustering, naming and hierarchy sections, the user count a keyword needs to be shown
-    (the privacy threshold) and the parent-level procedure, "auto" already resolved."""
+    (the privacy threshold), the parent-level procedure and the naming, "auto" already
+    resolved."""
 
     cluster: ClusterConfig
     describe: DescribeConfig
     hierarchy: HierarchyConfig
     min_users: int
     procedure: Procedure
+    names: Naming = "llm"
 
     @classmethod
     def from_config(cls, config: RunConfig) -> TreeSettings:
@@ -71,7 +78,16 @@ class TreeSettings:
             hierarchy=config.hierarchy,
             min_users=config.privacy.min_users,
             procedure=resolve_procedure(config.hierarchy, config.llm.backend),
+            names=resolve_names(config.describe, config.llm.backend),
         )
+
+
+def resolve_names(settings: DescribeConfig, llm_backend: str) -> Naming:
+    """`describe.names`, where "auto" is extractive on the local model (too small to name
+    clusters: its names were mostly keyword lists or placeholders) and the LLM otherwise."""
+    if settings.names != "auto":
+        return settings.names
+    return "extractive" if llm_backend == "local" else "llm"
 
 
 def resolve_procedure(settings: HierarchyConfig, llm_backend: str) -> Procedure:
@@ -89,6 +105,8 @@ class _Level:
     keywords: dict[int, list[str]]
     summaries: list[tuple[str, str, str]]  # (name, description, name_source) per node
     child_to_node: np.ndarray | None = None  # node index for every node of the level below
+    phrases: list[list[Scored]] | None = None  # extractive naming: ranked phrases per node
+    facet_words: FacetWords | None = None  # extractive naming: the facet's texts, counted
 
 
 def cluster_id(facet: str, level: int, index: int) -> str:
@@ -227,18 +245,31 @@ def build_facet_tree(
     labels, centroids = build_clusterer(settings.cluster).fit(vectors)
     terms = count_terms(texts, users)  # counted once, scored for every level's labels
     keywords = _keywords(terms, labels, settings)
-    summaries = describe_clusters(
-        facet,
-        texts,
-        labels,
-        vectors,
-        centroids,
-        keywords,
-        llm,
-        settings.describe,
-        settings.cluster.seed,
-    )
-    levels = [_Level(labels, centroids, keywords, summaries)]
+    if settings.names == "extractive":
+        facet_words = FacetWords.of(texts, users)
+        named = name_clusters(facet_words, labels, vectors, centroids, keywords, settings.min_users)
+        summaries = [
+            _extractive_summary(found, keywords.get(c, []), f"{facet} cluster {c}")
+            for c, (_, found) in enumerate(named)
+        ]
+        phrases = [ranked for ranked, _ in named]
+        levels = [
+            _Level(labels, centroids, keywords, summaries, phrases=phrases, facet_words=facet_words)
+        ]
+        llm = None  # parents are named extractively too, and built from centroids
+    else:
+        summaries = describe_clusters(
+            facet,
+            texts,
+            labels,
+            vectors,
+            centroids,
+            keywords,
+            llm,
+            settings.describe,
+            settings.cluster.seed,
+        )
+        levels = [_Level(labels, centroids, keywords, summaries)]
     add_levels = PARENT_PROCEDURES[parent_procedure(llm, settings)]
     add_levels(facet, levels, terms, vectors, llm, settings)
 
@@ -361,7 +392,12 @@ def _add_centroid_levels(
             summaries=[],
             child_to_node=child_to_node,
         )
-        level.summaries = _name_parents(facet, len(levels), level, below, llm, settings.hierarchy)
+        if base.facet_words is not None:
+            _name_parents_extractively(facet, len(levels), level, below, base.facet_words, settings)
+        else:
+            level.summaries = _name_parents(
+                facet, len(levels), level, below, llm, settings.hierarchy
+            )
         levels.append(level)
         base_to_below = base_to_node
 
@@ -399,6 +435,43 @@ def _name_parents(
             if len(children[node]) == 1:
                 summaries[node] = below.summaries[int(children[node][0])]
     return list(summaries)
+
+
+def _extractive_summary(
+    found: tuple[str, str] | None, keywords: list[str], fallback: str
+) -> tuple[str, str, str]:
+    """(name, description, name_source): the phrase, else the keyword name and description."""
+    if found is not None:
+        return (*found, "extractive")
+    return keyword_name(keywords, fallback), keyword_description(keywords), "keywords"
+
+
+def _name_parents_extractively(
+    facet: str,
+    level_number: int,
+    level: _Level,
+    below: _Level,
+    facet_words: FacetWords,
+    settings: TreeSettings,
+) -> None:
+    """Each parent's name from its children's phrases, supported over its own members."""
+    assert level.child_to_node is not None and below.phrases is not None
+    n_nodes = len(level.centroids)
+    children = members_by_cluster(level.child_to_node, n_nodes)
+    items = members_by_cluster(level.item_labels, n_nodes)
+    level.phrases, level.summaries = [], []
+    for node in range(n_nodes):
+        keywords = level.keywords.get(node, [])
+        ranked, found = name_parent(
+            facet_words,
+            items[node].tolist(),
+            [below.phrases[int(c)] for c in children[node]],
+            keywords,
+            settings.min_users,
+        )
+        level.phrases.append(ranked)
+        fallback = f"{facet} group L{level_number}-{node}"
+        level.summaries.append(_extractive_summary(found, keywords, fallback))
 
 
 # A procedure appending the parent levels above `levels[0]` (the base clusters), given the

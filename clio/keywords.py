@@ -1,5 +1,11 @@
 """Cluster keywords by class-based TF-IDF (as in BERTopic), counted by distinct users.
 
+Plain c-TF-IDF lets a word that is frequent everywhere ("good", "make", "way") lead a
+cluster's keywords, because the cluster uses it often. Each score is therefore weighted
+by the share of the term's texts that lie in the cluster (a class-frequency penalty): a
+word spread over twenty clusters keeps a twentieth of its score, a word the cluster
+owns keeps all of it.
+
 A term is kept for a cluster only if at least `min_users` distinct users in that
 cluster used it: a rare word can identify a person, and one heavy user repeating a
 word must not make it a keyword. Scrubber placeholders (`<PERSON_1>`) never count.
@@ -88,6 +94,7 @@ def cluster_keywords(
     *,
     n_keywords: int,
     min_users: int,
+    frequency_penalty: bool = True,
 ) -> dict[int, list[str]]:
     """Top `n_keywords` c-TF-IDF terms per label (every label 0..max present as a key),
     keeping only terms used by at least `min_users` distinct users of that cluster."""
@@ -99,14 +106,25 @@ def cluster_keywords(
     if len(labels) == 0:
         return {}
     return keywords_of(
-        count_terms(texts, users), labels, n_keywords=n_keywords, min_users=min_users
+        count_terms(texts, users),
+        labels,
+        n_keywords=n_keywords,
+        min_users=min_users,
+        frequency_penalty=frequency_penalty,
     )
 
 
 def keywords_of(
-    counts: TermCounts, labels: np.ndarray, *, n_keywords: int, min_users: int
+    counts: TermCounts,
+    labels: np.ndarray,
+    *,
+    n_keywords: int,
+    min_users: int,
+    frequency_penalty: bool = True,
 ) -> dict[int, list[str]]:
-    """`cluster_keywords` for texts already counted by `count_terms`."""
+    """`cluster_keywords` for texts already counted by `count_terms`. Without
+    `frequency_penalty` the scores are plain c-TF-IDF, as BERTopic computes them (kept so
+    `clio eval names` can compare today's keyword names with the distinctive ones)."""
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != counts.n:
         raise ValueError(f"labels and counted texts differ in length: {len(labels)}, {counts.n}")
@@ -125,6 +143,14 @@ def keywords_of(
     average_words = cluster_terms.sum(axis=1).mean()
     idf = np.log(1.0 + average_words / np.maximum(term_frequency, 1))
     scores = (normalize(cluster_terms, norm="l1", axis=1) @ sparse.diags(idf)).tocsr()
+    if frequency_penalty:
+        # share of the term's texts that are in the cluster: 1 for a word the cluster owns
+        present = doc_terms.copy()
+        present.data[:] = 1.0
+        cluster_df = (doc_to_cluster @ present).tocsr()
+        total_df = np.asarray(present.sum(axis=0)).ravel()
+        share = cluster_df @ sparse.diags(1.0 / np.maximum(total_df, 1))
+        scores = scores.multiply(share).tocsr()
 
     # Distinct users per (cluster, term): collapse documents to (cluster, user) pairs,
     # mark which terms each pair used at all, then count pairs per cluster.

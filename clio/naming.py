@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
 from clio.keywords import letter_runs, words
 
 MAX_NAME_CHARS = 60
@@ -48,6 +50,19 @@ def name_stems(text: str) -> set[str]:
     return {w.lower().removesuffix("s") for w in letter_runs(text)}
 
 
+def extractive_description(phrases: Sequence[str], keywords: Sequence[str]) -> str:
+    """The description of an extractively named cluster: its best phrases and keywords,
+    all words its members wrote (no numbers: the page shows the released counts)."""
+    if not phrases:
+        return keyword_description(keywords)
+    quoted = " and ".join(f'"{p}"' for p in phrases[:2])
+    text = f"Requests such as {quoted}."
+    extra = [k for k in keywords if not any(k in words(p) for p in phrases[:2])][:4]
+    if extra:
+        text += " Other common words: " + ", ".join(extra) + "."
+    return shorten(text, MAX_DESCRIPTION_CHARS)
+
+
 def keyword_name(keywords: Sequence[str], fallback: str) -> str:
     name = ", ".join(keywords[:3])
     return name[:MAX_NAME_CHARS].rstrip(", ") if name else fallback
@@ -70,9 +85,21 @@ DESCRIBING_WORDS = frozenset(
                 PARENT_INSTRUCTION,
                 keyword_description([]),
                 keyword_description(["x"]),
+                extractive_description(["x"], ["y"]),
                 "users user ask asks asking asked help helps want wants wanting know learn "
                 "request requests requesting question questions advice information tips",
             ]
         )
     )
 )
+
+
+# The fixed list of function and generic words: English stop words and the words clio
+# writes itself. Only the other, content, words of a released text need support.
+GENERIC_WORDS = frozenset(ENGLISH_STOP_WORDS) | DESCRIBING_WORDS
+
+
+def content_words(text: str) -> list[str]:
+    """The words of `text` (as `clio.keywords.words` counts them) that are not in
+    `GENERIC_WORDS`, in order: the words a released text needs `min_users` users for."""
+    return [w for w in words(text) if w not in GENERIC_WORDS]

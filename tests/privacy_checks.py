@@ -209,3 +209,36 @@ def _check_antichains(label, whole, inside, sets, ancestors, small, rng, found) 
         if hidden and small(hidden):
             found.append(f"{label}: a difference isolates {len(hidden)} conversations")
             return
+
+
+def k_support_violations(
+    result: GateResult,
+    clusters: Sequence[Cluster],
+    users: Mapping[str, str],
+    values: Mapping[str, Mapping[str, object]],
+    min_users: int,
+) -> list[str]:
+    """Invariant 8, checked without the gate's code: "cluster: word" for every content word
+    (not in `clio.naming.GENERIC_WORDS`) of a released name, description or keyword that
+    1 to `min_users - 1` distinct users of the cluster (its full membership) wrote in the
+    cluster's facet; for a keyword also a word no member wrote."""
+    from clio.keywords import words
+    from clio.naming import content_words
+
+    members = full_members(clusters)
+    facet_of = {c.cluster_id: c.facet for c in clusters}
+    found = []
+    for row in result.clusters:
+        writers: dict[str, set[str]] = defaultdict(set)
+        for conversation in members[row.cluster_id]:
+            text = values.get(conversation, {}).get(facet_of[row.cluster_id])
+            for word in set(words(" ".join(sorted(_labels(text))))):
+                writers[word].add(users[conversation])
+        texts = [(row.name, False), (row.description, False)]
+        texts += [(keyword, True) for keyword in row.keywords]
+        for text, is_keyword in texts:
+            for word in content_words(text):
+                n = len(writers.get(word, ()))
+                if 0 < n < min_users or (is_keyword and n == 0):
+                    found.append(f"{row.cluster_id}: {word}")
+    return sorted(set(found))

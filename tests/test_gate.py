@@ -13,7 +13,7 @@ from clio.config import PrivacyConfig
 from clio.gate import GateResult, apply_gate
 from clio.records import Cluster
 from clio.released import ReleasedBreakdown, ReleasedCluster
-from tests.privacy_checks import release_violations
+from tests.privacy_checks import k_support_violations, release_violations
 
 
 def node(
@@ -709,6 +709,49 @@ def test_a_word_written_by_too_few_users_withholds_the_text():
     assert (result.clusters[0].name, result.clusters[0].description) == ("Trip planning", "")
     assert result.suppressed == {"text_withheld_rare_word": 1}
     assert result.text_checks["failed_rare_word"] == 1
+
+
+def _two_clusters_sharing_a_word() -> tuple[list[Cluster], dict[str, str], dict]:
+    """Cluster "cars": 6 users, 2 of whom wrote "axolotl"; cluster "pets": 6 users who all
+    did. Over the facet the word has 8 users (common), in "cars" only 2 (rare there)."""
+    users = conversations("car", 6, 6) | conversations("pet", 6, 6)
+    values = {c: {"request": "fix my car engine"} for c in users if c.startswith("car")}
+    values |= {c: {"request": "feed my axolotl"} for c in users if c.startswith("pet")}
+    values["car0"] = values["car1"] = {"request": "fix my car engine, my axolotl watches"}
+    clusters = [
+        node("root", 1, None, [], name="Engines and pets", description="Cars and pets."),
+        node("cars", 0, "root", [c for c in users if c.startswith("car")],
+             name="Car engine repair", description="Fixing a car engine, with an axolotl."),
+        node("pets", 0, "root", [c for c in users if c.startswith("pet")],
+             name="Feed axolotl", description="Feeding an axolotl."),
+    ]  # fmt: skip
+    return clusters, users, values
+
+
+def test_a_word_few_users_of_its_cluster_wrote_withholds_the_text_however_common_elsewhere():
+    clusters, users, values = _two_clusters_sharing_a_word()
+    result = gate(clusters, users, 3, 3, values)
+    by_id = {c.cluster_id: c for c in result.clusters}
+    assert by_id["cars"].name == "Car engine repair"
+    assert by_id["cars"].description == ""  # "axolotl": 2 of its users, 8 over the facet
+    assert by_id["pets"].description == "Feeding an axolotl."  # 6 of its users
+    assert result.suppressed == {"text_withheld_rare_in_cluster": 1}
+    assert result.text_checks["failed_rare_in_cluster"] == 1
+    assert k_support_violations(result, clusters, users, values, 3) == []
+
+
+def test_control_without_the_per_cluster_check_the_word_is_released(monkeypatch):
+    """The facet-wide count alone lets the cars cluster's rare word through: it is the
+    per-cluster check that stops it."""
+    from clio.gate import invariants, text
+
+    monkeypatch.setattr(text.ClusterSupport, "ok", lambda self, node, t: True)
+    monkeypatch.setattr(invariants, "check_k_supported", lambda state, cluster: None)
+    clusters, users, values = _two_clusters_sharing_a_word()
+    result = gate(clusters, users, 3, 3, values)
+    cars = next(c for c in result.clusters if c.cluster_id == "cars")
+    assert "axolotl" in cars.description
+    assert k_support_violations(result, clusters, users, values, 3) == ["cars: axolotl"]
 
 
 def test_failing_texts_are_renamed_once_from_vetted_keywords_then_withheld():

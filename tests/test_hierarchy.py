@@ -7,6 +7,7 @@ from sklearn.metrics import adjusted_rand_score
 from clio import hierarchy as hierarchy_module
 from clio.config import (
     ClusterConfig,
+    DescribeConfig,
     HierarchyConfig,
     LLMConfig,
     PrivacyConfig,
@@ -44,10 +45,13 @@ def _items(seed: int = 0):
     return conversation_ids, texts, users, vectors
 
 
-def _run_config(**hierarchy) -> RunConfig:
+def _run_config(names: str = "llm", **hierarchy) -> RunConfig:
+    """The tests' config; names from the LLM unless `names` says otherwise (the default
+    backend, local, would name extractively)."""
     return RunConfig(
         cluster=ClusterConfig(method="kmeans", target_cluster_size=PER_TOPIC, seed=1),
         privacy=PrivacyConfig(min_users=2),
+        describe=DescribeConfig(names=names),
         hierarchy=HierarchyConfig(**hierarchy),
     )
 
@@ -189,6 +193,34 @@ def test_parents_can_be_named_from_keywords_while_base_clusters_use_the_llm():
     assert {call.prompt.task for call in backend.calls} == {"name_cluster"}
     for parent in (c for c in clusters if c.level > 0 and len(c.children) > 1):
         assert parent.extra["name_source"] == "keywords"
+
+
+def test_auto_names_are_extractive_on_the_local_model_and_llm_otherwise():
+    local = _run_config(names="auto")
+    remote = local.model_copy(update={"llm": LLMConfig(backend="anthropic", model="m")})
+    assert TreeSettings.from_config(local).names == "extractive"
+    assert TreeSettings.from_config(remote).names == "llm"
+
+
+def test_extractive_names_come_from_member_texts_and_ask_no_llm():
+    conversation_ids, texts, users, vectors = _items()
+    llm, backend = _fake_llm()
+    config = _config(names="extractive")
+    clusters = build_facet_tree("request", conversation_ids, texts, users, vectors, llm, config)
+    assert backend.calls == []
+    assert {c.extra["name_source"] for c in clusters} == {"extractive"}
+    member_words = {w for t in texts for w in t.lower().split()}
+    for cluster in clusters:
+        assert set(cluster.name.lower().split()) <= member_words
+        assert cluster.description.startswith("Requests such as")
+    # a base cluster is named after its own topic word (texts: "<topic> <family> ...")
+    base = [c for c in clusters if c.level == 0]
+    assert all(_word(_topic_of_members(c, texts)) in c.name.lower() for c in base)
+
+
+def _topic_of_members(cluster, texts) -> int:
+    first = texts[cluster.extra["item_indices"][0]].split()[0]
+    return int("".join(str(ord(ch) - ord("a")) for ch in first[1:]))
 
 
 def test_few_base_clusters_make_a_single_level():

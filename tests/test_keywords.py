@@ -85,3 +85,26 @@ def test_words_are_the_tokens_the_keywords_are_counted_from(text):
     expected = [w for w in words(text) if w not in ENGLISH_STOP_WORDS]
     assert sorted(counts.vocabulary) == sorted(set(expected))
     assert counts.doc_terms.sum() == len(expected)
+
+
+def _common_word_corpus() -> tuple[list[str], np.ndarray, list[str]]:
+    """Two clusters of 6 users; every text says "good" twice, half of each cluster's texts
+    name its own topic word (so 3 users: enough support)."""
+    topics = ["flight", "pasta"]
+    texts = [f"good good {topic if i % 2 else ''}" for topic in topics for i in range(6)]
+    labels = np.repeat(np.arange(2), 6)
+    return texts, labels, [f"user-{i}" for i in range(len(texts))]
+
+
+def test_a_word_common_across_the_facet_does_not_lead_a_clusters_keywords():
+    texts, labels, users = _common_word_corpus()
+    found = cluster_keywords(texts, labels, users, n_keywords=2, min_users=3)
+    assert [found[c][0] for c in range(2)] == ["flight", "pasta"]
+
+
+def test_control_plain_ctfidf_lets_the_common_word_lead():
+    texts, labels, users = _common_word_corpus()
+    found = cluster_keywords(
+        texts, labels, users, n_keywords=2, min_users=3, frequency_penalty=False
+    )
+    assert [found[c][0] for c in range(2)] == ["good", "good"]

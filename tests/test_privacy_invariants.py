@@ -30,10 +30,10 @@ from clio.llm.base import LLMError
 from clio.llm.client import StructuredLLM
 from clio.records import Cluster
 from clio.release import write_release
-from clio.released import RunRow
+from clio.released import ReleasedCluster, RunRow
 from tests.canary import CANARY_KINDS, duckdb_texts, make_canary_conversations, scan_texts
 from tests.fakes.llm import Call, FakeBackend
-from tests.privacy_checks import full_members
+from tests.privacy_checks import full_members, k_support_violations
 
 MIN_USERS = MIN_CONVERSATIONS = 5  # the shipped sample's setting (configs/sample.yaml)
 
@@ -114,14 +114,16 @@ def run_stages(
     corpus: list[tuple[str, str, str]],
     threshold: int = MIN_USERS,
     audit_score: int | Exception = 5,
+    names: str = "llm",
 ) -> tuple[Path, list[Cluster], dict[str, str], GateResult]:
     """hierarchy -> gate (rare words, audit, renaming) -> write_release: the store's path,
-    the private tree, the users and the gate's result."""
+    the private tree, the users and the gate's result. Names from the leaky LLM namer,
+    unless `names` is "extractive"."""
     config = RunConfig(
         privacy={"min_users": threshold, "min_conversations": threshold},
         cluster={"target_cluster_size": 30, "seed": 0},
         hierarchy={"branching": 3, "top_clusters": 3},
-        describe={"samples_inside": 60, "samples_outside": 4},
+        describe={"samples_inside": 60, "samples_outside": 4, "names": names},
     )
     ids = [c for c, _, _ in corpus]
     users = {c: u for c, u, _ in corpus}
@@ -219,6 +221,45 @@ def test_a_rare_topic_of_two_users_never_appears_in_any_released_text(tmp_path):
 def test_control_an_open_gate_releases_the_rare_topic(tmp_path):
     store, _, _, _ = run_stages(tmp_path, make_corpus(heavy=False), threshold=1)
     assert "axolotl" in leaked(store, RARE_WORDS)
+
+
+# -- invariant 8: k-supported text ----------------------------------------------------------
+
+
+def test_extractive_names_are_k_supported_by_construction(tmp_path):
+    corpus = make_corpus()
+    store, tree, users, result = run_stages(tmp_path, corpus, names="extractive")
+    values = {c: {"request": t} for c, _, t in corpus}
+    # before the gate: every node with enough users named from its members (the heavy
+    # user's own cluster has no word of MIN_USERS users: a placeholder), k-supported
+    members = full_members(tree)
+    for c in tree:
+        enough = len({users[m] for m in members[c.cluster_id]}) >= MIN_USERS
+        assert c.extra["name_source"] == ("extractive" if enough else "keywords")
+    assert k_support_violations(_as_released(tree), tree, users, values, MIN_USERS) == []
+    # so the gate withholds none of them for support, and the release holds the invariant
+    assert result.text_checks.get("failed_rare_in_cluster", 0) == 0
+    assert result.text_checks.get("failed_rare_word", 0) == 0
+    assert k_support_violations(result, tree, users, values, MIN_USERS) == []
+    assert leaked(store, RARE_WORDS + HEAVY_WORDS) == []
+
+
+def test_control_a_leaky_namer_breaks_k_support_before_the_gate(tmp_path):
+    corpus = make_corpus(heavy=False)
+    _, tree, users, result = run_stages(tmp_path, corpus)
+    values = {c: {"request": t} for c, _, t in corpus}
+    assert k_support_violations(_as_released(tree), tree, users, values, MIN_USERS) != []
+    assert k_support_violations(result, tree, users, values, MIN_USERS) == []
+
+
+def _as_released(tree: list[Cluster]) -> GateResult:
+    """The private tree's texts as if released unchanged (for checking them)."""
+    rows = [
+        ReleasedCluster(c.facet, c.level, c.cluster_id, c.parent_id, c.name, c.description,
+                        list(c.keywords), 0, 0, 0.0, None, None, None)
+        for c in tree
+    ]  # fmt: skip
+    return GateResult(rows, [])
 
 
 # -- invariant 4: a failing audit withholds, counts, never releases ---------------------------

@@ -7,6 +7,10 @@ Which part of each dataset is used (each folder's SOURCE.md describes the files)
 - `arena_hard`: the 500 v0.1 prompts (first turn), 250 topic clusters of two prompts each;
 - `sib200`: English (`eng_Latn`) train + dev + test (1,004 sentences, 7 topics);
 - `mt_bench`: the 80 MT-Bench questions (first turn), 8 categories.
+
+`split="dev"` gives a part to tune on, never scored in a report: clinc150's validation
+split (no oos) and every third row of banking77's train split; the other datasets have
+only the part above.
 """
 
 from __future__ import annotations
@@ -47,9 +51,13 @@ def _require(path: Path) -> Path:
     return path
 
 
-def load_clinc150(root: Path) -> LabelledTexts:
+SPLITS = ("test", "dev")
+
+
+def load_clinc150(root: Path, split: str = "test") -> LabelledTexts:
     folder = root / "clinc150"
-    rows = json.loads(_require(folder / "data_full.json").read_text(encoding="utf-8"))["test"]
+    data = json.loads(_require(folder / "data_full.json").read_text(encoding="utf-8"))
+    rows = data["test" if split == "test" else "val"]
     domains = json.loads(_require(folder / "domains.json").read_text(encoding="utf-8"))
     domain_of = {intent: domain for domain, intents in domains.items() for intent in intents}
     missing = sorted({label for _, label in rows} - set(domain_of))
@@ -60,19 +68,22 @@ def load_clinc150(root: Path) -> LabelledTexts:
         [text for text, _ in rows],
         [label for _, label in rows],
         [domain_of[label] for _, label in rows],
-        "clinc150/data_full.json test split (no oos), domains.json",
+        f"clinc150/data_full.json {'test' if split == 'test' else 'val'} split (no oos), "
+        "domains.json",
     )
 
 
-def load_banking77(root: Path) -> LabelledTexts:
-    path = _require(root / "banking77" / "test.csv")
+def load_banking77(root: Path, split: str = "test") -> LabelledTexts:
+    path = _require(root / "banking77" / ("test.csv" if split == "test" else "train.csv"))
     with path.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
+    if split != "test":
+        rows = rows[::3]
     return LabelledTexts(
         "banking77",
         [row["text"] for row in rows],
         [row["category"] for row in rows],
-        source="banking77/test.csv",
+        source="banking77/test.csv" if split == "test" else "banking77/train.csv, every third row",
     )
 
 
@@ -122,7 +133,11 @@ _LOADERS = {
 }
 
 
-def load_dataset(name: str, data_dir: Path) -> LabelledTexts:
+def load_dataset(name: str, data_dir: Path, split: str = "test") -> LabelledTexts:
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(NAMES)}")
-    return _LOADERS[name](Path(data_dir))
+    if split == "test":
+        return _LOADERS[name](Path(data_dir))
+    if name not in ("clinc150", "banking77"):
+        raise ValueError(f"{name} has no {split!r} split: only clinc150 and banking77 do")
+    return {"clinc150": load_clinc150, "banking77": load_banking77}[name](Path(data_dir), split)

@@ -1,4 +1,4 @@
-"""`clio eval pii` and `clio eval clusters` (argparse wiring only)."""
+"""`clio eval pii`, `clio eval clusters` and `clio eval names` (argparse wiring only)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,10 @@ _HARNESSES = {
     "clusters": (
         "clio.evaluation.clusters",
         "cluster quality (ARI, NMI, V-measure, reconstruction) against labelled topics",
+    ),
+    "names": (
+        "clio.evaluation.names",
+        "cluster names against label names: top-1 label, retrieval of the own cluster",
     ),
 }
 

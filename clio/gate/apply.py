@@ -28,6 +28,7 @@ from clio.gate.result import GateResult, _seal
 from clio.gate.state import GateState
 from clio.gate.text import (
     Audit,
+    ClusterSupport,
     FacetTokens,
     Regenerate,
     TextCheck,
@@ -124,7 +125,8 @@ def apply_gate(
     suppress_failing_cells(cells, vetter, suppressed)
     protect_cells(nodes, released, cells, conversation_users, config, suppressed)
     keywords = vetted_keywords(keywords, vetter, suppressed)
-    texts = final_texts(released, keywords, vetter, regenerate, suppressed)
+    support = ClusterSupport(state.tokens, conversation_users, config.min_users, vetter.counts)
+    texts = final_texts(released, keywords, vetter, support, regenerate, suppressed)
 
     totals = facet_totals(nodes, facet_values, total_conversations)
     scores = {} if concern_facet is None else facet_scores(facet_values, concern_facet)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from clio.config import PrivacyConfig
 from clio.gate.state import GateState
+from clio.gate.text import cluster_rare_words, keyword_users
 from clio.gate.thresholds import group_whole, hidden_part_ok, meets, sibling_groups
 from clio.released import PreviousRelease, ReleasedBreakdown, ReleasedCluster
 
@@ -33,6 +34,7 @@ def check_invariants(
             raise AssertionError(
                 f"gate would release cluster {c.cluster_id!r} without its parent {c.parent_id!r}"
             )
+        check_k_supported(state, c)
     for b in breakdowns:
         if b.cluster_id not in released_ids:
             raise AssertionError(f"gate would release cells of unreleased {b.cluster_id!r}")
@@ -120,3 +122,22 @@ def check_released_numbers(
             (b.n_users, b.n_conversations), (old_cell.n_users, old_cell.n_conversations)
         ):
             raise AssertionError(f"gate would release a small change of a cell of {b.cluster_id!r}")
+
+
+def check_k_supported(state: GateState, cluster: ReleasedCluster) -> None:
+    """Invariant 8: no word of the name or description was written by only 1 to
+    `min_users - 1` users of the cluster, and every keyword by at least `min_users`."""
+    node, k = state.nodes[cluster.cluster_id], state.config.min_users
+    for text in (cluster.name, cluster.description):
+        if cluster_rare_words(text, node, state.tokens, state.user_of, k):
+            raise AssertionError(
+                f"gate would release a text of {cluster.cluster_id!r} "
+                "with a word too few of its users wrote"
+            )
+    support = keyword_users(
+        cluster.keywords, node.conversations, cluster.facet, state.tokens, state.user_of
+    )
+    if any(len(users) < k for users in support.values()):
+        raise AssertionError(
+            f"gate would release a keyword of {cluster.cluster_id!r} too few of its users wrote"
+        )

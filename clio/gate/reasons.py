@@ -22,6 +22,8 @@ CHANGE_BELOW_THRESHOLD_CARRIED = "change_below_threshold_carried"
 NEW_UNDER_CARRIED_WITHHELD = "new_under_carried_withheld"
 # Text failures: f"{kind}_withheld_{reason}" with kind in text, keyword, cell_value.
 PII, RARE_WORD, AUDIT, AUDIT_ERROR = "pii", "rare_word", "audit", "audit_error"
+# A name or description with a word that 1 to min_users - 1 users of its cluster wrote.
+RARE_IN_CLUSTER = "rare_in_cluster"
 TEXT_WITHHELD_PII = "text_withheld_pii"
 KEYWORD_WITHHELD_PII = "keyword_withheld_pii"
 CELL_VALUE_WITHHELD_PII = "cell_value_withheld_pii"

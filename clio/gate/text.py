@@ -2,8 +2,18 @@
 
 Words are counted with `clio.keywords.words`, the tokenizer the keywords themselves
 were chosen with, so "a keyword is used by `min_users` distinct users" means the same
-thing in both places. The words clio itself writes (`clio.naming.DESCRIBING_WORDS`) and
-English stop words never count as rare.
+thing in both places. The fixed list of function and generic words
+(`clio.naming.GENERIC_WORDS`: English stop words and the words clio itself writes)
+never counts as rare.
+
+Word support is counted twice. Over the whole facet (`WordSupport`): a word that only 1
+to `min_users - 1` users wrote anywhere fails every text. And per cluster
+(`ClusterSupport`, the k-support invariant): a content word of a cluster's name or
+description that some of its members wrote needs `min_users` of them; otherwise a few
+members' word would describe the whole cluster, even if other clusters' users made it
+common over the facet. A word no member wrote came from the namer (or a contrast text
+of another cluster) and tells nothing about the members; the facet-wide rule and the
+audit vet it.
 """
 
 from __future__ import annotations
@@ -12,21 +22,20 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
 from clio.config import PrivacyConfig
 from clio.gate.reasons import (
     AUDIT,
     AUDIT_ERROR,
     KEYWORD_BELOW_MIN_USERS,
     PII,
+    RARE_IN_CLUSTER,
     RARE_WORD,
     WITHHELD_NAME,
 )
 from clio.gate.thresholds import Cells, Node, all_cells
 from clio.gate.values import FacetValues, value_text
 from clio.keywords import words
-from clio.naming import DESCRIBING_WORDS
+from clio.naming import content_words
 
 log = logging.getLogger("clio.gate")
 
@@ -37,7 +46,7 @@ Regenerate = Callable[[Mapping[str, Sequence[str]]], Mapping[str, tuple[str, str
 
 
 def _content_words(text: str) -> set[str]:
-    return {w for w in words(text) if w not in ENGLISH_STOP_WORDS and w not in DESCRIBING_WORDS}
+    return set(content_words(text))
 
 
 class WordSupport:
@@ -80,6 +89,48 @@ class WordSupport:
                 if len(users[word]) < self._min_users:
                     users[word].add(user)
         self._support.update({w: len(u) for w, u in users.items()})
+
+
+def cluster_rare_words(
+    text: str, node: Node, tokens: FacetTokens, user_of: Mapping[str, str], min_users: int
+) -> list[str]:
+    """The content words of `text` that 1 to `min_users - 1` distinct users of `node`'s
+    cluster (its full membership) wrote in the cluster's facet."""
+    found = _content_words(text)
+    if not found:
+        return []
+    users: dict[str, set[str]] = {w: set() for w in found}
+    for conversation in node.conversations:
+        for word in found.intersection(tokens(conversation, node.cluster.facet)):
+            users[word].add(user_of[conversation])
+    return sorted(w for w in found if 0 < len(users[w]) < min_users)
+
+
+class ClusterSupport:
+    """Whether a text is k-supported in its cluster (`cluster_rare_words` finds nothing),
+    each (cluster, text) checked once; failures are counted in `counts`."""
+
+    def __init__(
+        self,
+        tokens: FacetTokens,
+        user_of: Mapping[str, str],
+        min_users: int,
+        counts: Counter[str],
+    ):
+        self._tokens, self._user_of, self._min_users = tokens, user_of, min_users
+        self._counts = counts
+        self._verdicts: dict[tuple[str, str], bool] = {}
+
+    def ok(self, node: Node, text: str) -> bool:
+        key = (node.cluster.cluster_id, text)
+        if key not in self._verdicts:
+            rare = bool(text) and bool(
+                cluster_rare_words(text, node, self._tokens, self._user_of, self._min_users)
+            )
+            self._verdicts[key] = not rare
+            if rare:
+                self._counts[f"failed_{RARE_IN_CLUSTER}"] += 1
+        return self._verdicts[key]
 
 
 class TextVetter:
@@ -230,15 +281,21 @@ def final_texts(
     released: Sequence[Node],
     keywords: Mapping[str, list[str]],
     vetter: TextVetter,
+    support: ClusterSupport,
     regenerate: Regenerate | None,
     counts: Counter[str],
 ) -> dict[str, tuple[str, str]]:
     """cluster id -> (name, description) to release: as named, or renamed once from the
-    vetted keywords where either failed, or withheld."""
+    vetted keywords where either failed (its vetting or its support in the cluster), or
+    withheld."""
+
+    def check(node: Node) -> _Check:
+        return _Check(node, vetter, support)
+
     failing = {
         n.cluster.cluster_id: n.cluster
         for n in released
-        if not vetter.ok(n.cluster.name) or not vetter.ok(n.cluster.description)
+        if not check(n).ok(n.cluster.name) or not check(n).ok(n.cluster.description)
     }
     renamed: Mapping[str, tuple[str, str]] = {}
     if failing and regenerate is not None:
@@ -254,22 +311,33 @@ def final_texts(
         name, description = cluster.name, cluster.description
         if cluster.cluster_id in failing:
             new_name, new_description = renamed.get(cluster.cluster_id, ("", ""))
-            name = _replace(name, new_name, WITHHELD_NAME, vetter, counts)
-            description = _replace(description, new_description, "", vetter, counts)
+            name = _replace(name, new_name, WITHHELD_NAME, check(node), counts)
+            description = _replace(description, new_description, "", check(node), counts)
             complete = name != WITHHELD_NAME and (description or not cluster.description)
             vetter.counts["clusters_renamed" if complete else "clusters_text_withheld"] += 1
         texts[cluster.cluster_id] = (name, description)
     return texts
 
 
-def _replace(
-    text: str, renamed: str, withheld: str, vetter: TextVetter, counts: Counter[str]
-) -> str:
+class _Check:
+    """One cluster's texts judged by the vetter and by their support in that cluster."""
+
+    def __init__(self, node: Node, vetter: TextVetter, support: ClusterSupport):
+        self.node, self.vetter, self.support = node, vetter, support
+
+    def ok(self, text: str) -> bool:
+        return self.vetter.ok(text) and self.support.ok(self.node, text)
+
+    def reason(self, text: str) -> str:
+        return self.vetter.reason(text) or RARE_IN_CLUSTER
+
+
+def _replace(text: str, renamed: str, withheld: str, check: _Check, counts: Counter[str]) -> str:
     """`text` if it passed, else its renamed version if that passed, else `withheld`."""
-    if vetter.ok(text):
+    if check.ok(text):
         return text
     renamed = "" if renamed == withheld else renamed
-    if renamed and vetter.ok(renamed):
+    if renamed and check.ok(renamed):
         return renamed
-    counts[f"text_withheld_{vetter.reason(renamed) if renamed else vetter.reason(text)}"] += 1
+    counts[f"text_withheld_{check.reason(renamed) if renamed else check.reason(text)}"] += 1
     return withheld
