@@ -230,6 +230,13 @@ class FacetConfig(_Section):
         description="Weight of the lexicon's level in that mean: 1 uses the lexicon alone (the "
         "packaged 270M model cannot rate safety), 0 the LLM's answer alone.",
     )
+    keep_if_degenerate: bool = Field(
+        False,
+        description="Release this facet's clusters and breakdowns even when the run measures "
+        "it as degenerate (one answer, or copies of a few-shot example, in most "
+        "conversations); its figures are still reported. For facets known to take few "
+        "values.",
+    )
 
     @model_validator(mode="after")
     def _check_kind(self) -> FacetConfig:

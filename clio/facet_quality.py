@@ -167,11 +167,12 @@ def withheld_uses(
     """Per degenerate facet, what the run leaves it out of, as configured: its clustering
     (`clusters`), its breakdowns and, for the concern facet, the clusters' concern mean.
     The rule: a facet measured as degenerate is released neither as clusters nor as
-    counts, rather than released with a flag a reader may miss."""
+    counts, rather than released with a flag a reader may miss; a facet configured with
+    `keep_if_degenerate` is kept."""
     withheld: dict[str, list[str]] = {}
     for facet in facets:
         verdict = quality.get(facet.name)
-        if verdict is None or not verdict.degenerate:
+        if verdict is None or not verdict.degenerate or facet.keep_if_degenerate:
             continue
         uses = ["clusters"] if facet.cluster else []
         if facet.breakdown:

@@ -100,6 +100,7 @@ facets:
     kind: text
     question: What did the user ask for?
     cluster: true
+    keep_if_degenerate: true  # the scripted LLM answers one sentence per topic
   - name: channel
     kind: category
     question: Through which channel does the user seem to write?
@@ -110,6 +111,7 @@ facets:
     question: Which topics come up? Short phrases.
     max_items: 3
     cluster: true
+    keep_if_degenerate: true  # every scripted answer holds "learning"
   - name: language
     kind: category
     extractor: language_id

@@ -134,3 +134,13 @@ def test_a_degenerate_facet_is_left_out_of_what_it_was_configured_for(facet, use
     assert withheld_uses([facet, VALUES], quality) == {facet.name: uses}
     varied = measure_facets([facet], _values(facet.name, [str(i) for i in range(25)]), {})
     assert withheld_uses([facet], varied) == {}
+
+
+def test_a_facet_configured_to_be_kept_stays_in_though_degenerate():
+    kept = FacetConfig(
+        name="task", kind="text", question="q", cluster=True, keep_if_degenerate=True
+    )
+    values = _values(kept.name, ["same"] * 25)
+    quality = measure_facets([kept], values, {})
+    assert quality[kept.name].degenerate  # still measured and reported
+    assert withheld_uses([kept], quality) == {}

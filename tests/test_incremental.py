@@ -168,6 +168,7 @@ facets:
     kind: text
     question: What did the user ask for?
     cluster: true
+    keep_if_degenerate: true  # the scripted LLM answers one sentence per topic
   - name: language
     kind: category
     extractor: language_id
