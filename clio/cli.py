@@ -106,15 +106,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 2
     log_path = _log_to_file(output_dir)
 
+    from clio.dp_ledger import DPBudgetSpent
     from flows.pipeline import flow_for
 
-    manifest = flow_for(config)(
-        input_paths=inputs,
-        output_dir=str(output_dir),
-        config_path=args.config,
-        limit=limit,
-        mode=mode,
-    )
+    try:
+        manifest = flow_for(config)(
+            input_paths=inputs,
+            output_dir=str(output_dir),
+            config_path=args.config,
+            limit=limit,
+            mode=mode,
+        )
+    except DPBudgetSpent as exc:
+        print(f"clio run: {exc}", file=sys.stderr)
+        return 2
     print(render_report(manifest))
     print(f"\nlog: {log_path}")
     return 0

@@ -464,6 +464,22 @@ class PrivacyConfig(_Section):
         lt=1.0,
         description="Delta of one run's release (spent by the keyword selection).",
     )
+    dp_budget_epsilon: float | None = Field(
+        None,
+        gt=0.0,
+        description="Lifetime epsilon of every DP release into this output directory. The "
+        "releases describe the same users, so their losses add up (sequential composition): "
+        "the private store keeps a ledger of each run's epsilon, and a run whose `dp_epsilon` "
+        "would take the sum over this budget is refused before it processes anything. "
+        "Unset: no limit, the sum is still recorded and reported in the manifest.",
+    )
+    dp_budget_delta: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Lifetime delta of every DP release into this output directory (the sum "
+        "of each run's `dp_delta`), enforced like `dp_budget_epsilon`. Unset: no limit.",
+    )
     dp_max_conversations_per_user: int = Field(
         4,
         ge=1,

@@ -171,7 +171,10 @@ K = TypeVar("K", bound=Hashable)
 def noisy_counts(
     values: Mapping[K, int], sensitivity: int, epsilon: float, name: str = "counts"
 ) -> tuple[dict[K, int], Spent]:
-    """`values` plus discrete Laplace noise calibrated by OpenDP to (sensitivity, epsilon)."""
+    """`values` plus discrete Laplace noise calibrated by OpenDP to (sensitivity, epsilon).
+    Nothing to release (a run whose facets were all withheld) spends nothing."""
+    if not values:
+        return {}, Spent(name, "discrete laplace", 0.0, 0.0, sensitivity, 0.0, 0)
     dp = _opendp()
 
     def make(scale: float) -> Any:
@@ -183,7 +186,7 @@ def noisy_counts(
     measurement = make(scale)
     spent = float(measurement.map(int(sensitivity)))
     keys = list(values)
-    noisy = measurement([int(values[k]) for k in keys]) if keys else []
+    noisy = measurement([int(values[k]) for k in keys])
     spent_record = Spent(name, "discrete laplace", spent, 0.0, sensitivity, scale, len(keys))
     return dict(zip(keys, noisy, strict=True)), spent_record
 
@@ -191,7 +194,10 @@ def noisy_counts(
 def noisy_sums(
     values: Mapping[K, float], sensitivity: float, epsilon: float, name: str = "concern"
 ) -> tuple[dict[K, float], Spent]:
-    """`values` plus Laplace noise calibrated by OpenDP to (sensitivity, epsilon)."""
+    """`values` plus Laplace noise calibrated by OpenDP to (sensitivity, epsilon); nothing
+    to release spends nothing."""
+    if not values:
+        return {}, Spent(name, "laplace", 0.0, 0.0, sensitivity, 0.0, 0)
     dp = _opendp()
     space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.l1_distance(T=float)
 
@@ -202,7 +208,7 @@ def noisy_sums(
     measurement = make(scale)
     spent = float(measurement.map(float(sensitivity)))
     keys = list(values)
-    noisy = measurement([float(values[k]) for k in keys]) if keys else []
+    noisy = measurement([float(values[k]) for k in keys])
     spent_record = Spent(name, "laplace", spent, 0.0, sensitivity, scale, len(keys))
     return dict(zip(keys, noisy, strict=True)), spent_record
 

@@ -42,6 +42,7 @@ def render_report(manifest: dict[str, Any], released: Path | None = None) -> str
         *_incremental_lines(manifest.get("incremental"), counts),
         f"  suppressed         {release['suppressed'] or 'nothing'}",
         *_audit_lines(release.get("audit")),
+        *_dp_lines(manifest.get("privacy", {}).get("differential_privacy")),
         "  stage seconds      "
         + ", ".join(f"{k} {v:.1f}" for k, v in manifest["stage_seconds"].items()),
         f"  released store     {manifest['outputs']['released_store']}",
@@ -136,9 +137,23 @@ def _render_public_report(manifest: dict[str, Any]) -> str:
             f"  breakdown cells    released {release['breakdown_cells_released']}",
             f"  suppressed         {release['suppressed'] or 'nothing'}",
             *_audit_lines(release.get("audit")),
+            *_dp_lines(manifest["privacy"].get("differential_privacy")),
             f"  (public manifest: {manifest['withheld']})",
         ]
     )
+
+
+def _dp_lines(dp: dict[str, Any] | None) -> list[str]:
+    """This run's epsilon and the lifetime total over the output directory's ledger."""
+    if not dp:
+        return []
+    budget = dp.get("budget_epsilon")
+    of_budget = f" of budget {budget:g}" if budget is not None else " (no budget set)"
+    return [
+        f"  differential privacy epsilon {dp['epsilon_spent']:g} this run, "
+        f"{dp.get('cumulative_epsilon', dp['epsilon_spent']):g} over "
+        f"{dp.get('runs_in_ledger', 1)} run(s){of_budget}"
+    ]
 
 
 def _audit_lines(audit: dict[str, Any] | None) -> list[str]:

@@ -94,6 +94,12 @@ CREATE TABLE IF NOT EXISTS secrets (
     name VARCHAR PRIMARY KEY,
     value VARCHAR NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dp_ledger (
+    run_id VARCHAR PRIMARY KEY,
+    epsilon DOUBLE NOT NULL,
+    delta DOUBLE NOT NULL,
+    recorded_at TIMESTAMP NOT NULL
+);
 CREATE TABLE IF NOT EXISTS builds (
     build_id VARCHAR PRIMARY KEY,
     tree_digest VARCHAR NOT NULL,
@@ -405,6 +411,24 @@ class PrivateStore:
                 "(cache_key, backend, model, response, input_tokens, output_tokens) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [key, backend, model, json.dumps(response, ensure_ascii=False), n_in, n_out],
+            )
+
+    # -- differential-privacy ledger -------------------------------------
+    def dp_spent(self, excluding_run: str | None = None) -> tuple[float, float, int]:
+        """Epsilon and delta recorded by the DP releases (but `excluding_run`'s), and how many."""
+        row = self.execute(
+            "SELECT coalesce(sum(epsilon), 0), coalesce(sum(delta), 0), count(*) "
+            "FROM dp_ledger WHERE run_id IS DISTINCT FROM ?",
+            [excluding_run],
+        )[0]
+        return float(row[0]), float(row[1]), int(row[2])
+
+    def record_dp_spend(self, run_id: str, epsilon: float, delta: float) -> None:
+        """A run's DP release; a re-run of the same run replaces its entry, not adds one."""
+        with self._lock:
+            self._con.execute(
+                "INSERT OR REPLACE INTO dp_ledger VALUES (?, ?, ?, now()::TIMESTAMP)",
+                [run_id, epsilon, delta],
             )
 
     # -- assignments -----------------------------------------------------

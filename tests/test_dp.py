@@ -109,6 +109,15 @@ def test_noisy_sums_are_floats_with_the_right_scale():
     assert spent.epsilon <= 0.2 + 1e-9
 
 
+@pytest.mark.parametrize("sensitivity", [0, 4])
+def test_nothing_to_release_spends_nothing(sensitivity):
+    """A run whose facets were all withheld releases no numbers: sensitivity 0 made
+    OpenDP's search for a scale fail before."""
+    for mechanism in (noisy_counts, noisy_sums):
+        noisy, spent = mechanism({}, sensitivity=sensitivity, epsilon=1.0)
+        assert noisy == {} and spent.epsilon == 0.0 and spent.n_values == 0
+
+
 def test_keys_are_selected_by_a_noisy_threshold():
     counts = {"big": 10_000, "small": 3}
     selected, spent = select_keys(counts, max_keys_per_user=4, epsilon=0.5, delta=1e-6)

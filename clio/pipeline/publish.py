@@ -15,6 +15,7 @@ from typing import Any
 
 from clio.audit import KeywordRenamer, audit_texts
 from clio.config import FacetConfig, LLMConfig, PrivacyConfig, RunConfig, ScrubConfig
+from clio.dp_ledger import record_spend
 from clio.gate import GateResult, TextCheck, apply_gate
 from clio.gate.public import PublicId, keyed_ids, release_id_key
 from clio.llm.client import StructuredLLM
@@ -192,5 +193,9 @@ def release_run(
     )
     processed = n_processed if n_processed is not None else len(conversation_ids)
     run = protect_run_row(run, previous_run(Path(released_path), run.run_id), processed)
+    dp = result.dp
+    if dp is not None:
+        with PrivateStore(private_path) as store:
+            dp = {**dp, **record_spend(store, run.run_id, dp).as_manifest(settings.privacy)}
     write_release(Path(released_path), run, result)
-    return Released(release_summary(len(clusters), result), result.dp, usage)
+    return Released(release_summary(len(clusters), result), dp, usage)

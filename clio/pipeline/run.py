@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from clio.config import RunConfig, config_hash
+from clio.dp_ledger import check_budget
 from clio.facet_quality import withheld_uses
 from clio.hierarchy import TreeSettings
 from clio.incremental import Mode, tree_digest
@@ -176,6 +177,8 @@ def run_pipeline(
             run_id = run_id_of(f"{digest}+{build[0]}", plan.content_hashes, qkeys)
         else:
             run_id = run_id_of(digest, plan.content_hashes + previous_ids, qkeys)
+        with PrivateStore(paths.private) as store:
+            check_budget(store, run_id, config.privacy)  # before any work is spent on it
         to_scrub = [i for i, h in enumerate(plan.content_hashes) if h not in known]
         scrub_size = size if runner.concurrent else max(1, len(to_scrub))
         parts: list[ScrubbedPart] = _partitioned(
