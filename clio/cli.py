@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -107,22 +109,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     log_path = _log_to_file(output_dir)
 
     from clio.dp_ledger import DPBudgetSpent
-    from flows.pipeline import flow_for
 
     try:
-        manifest = flow_for(config)(
-            input_paths=inputs,
-            output_dir=str(output_dir),
-            config_path=args.config,
-            limit=limit,
-            mode=mode,
-        )
+        with _prefect_api(output_dir):
+            from flows.pipeline import flow_for
+
+            manifest = flow_for(config)(
+                input_paths=inputs,
+                output_dir=str(output_dir),
+                config_path=args.config,
+                limit=limit,
+                mode=mode,
+            )
     except DPBudgetSpent as exc:
         print(f"clio run: {exc}", file=sys.stderr)
         return 2
     print(render_report(manifest))
     print(f"\nlog: {log_path}")
     return 0
+
+
+@contextmanager
+def _prefect_api(output_dir: Path) -> Iterator[None]:
+    """The Prefect API a run reports to: the configured one (PREFECT_API_URL, or a test
+    harness's), else a server of its own for this run (no services), which ends with this
+    process even when the process is killed. Prefect's ephemeral server would not."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    from clio.prefect_server import local_prefect_server
+
+    log_path = output_dir / "logs" / "prefect-server.log"
+    with (
+        local_prefect_server(log_path, services=False) as url,
+        temporary_settings(updates={PREFECT_API_URL: url}),
+    ):
+        yield
 
 
 def cmd_report(args: argparse.Namespace) -> int:

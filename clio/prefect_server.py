@@ -1,13 +1,19 @@
-"""A local Prefect server for scheduled runs.
+"""A local Prefect server, tied to the life of the process that starts it.
 
-Prefect's ephemeral server cannot fire schedules, so `clio schedule` starts a
-real one on loopback (its database under the output directory) unless
+`clio schedule` needs a real server (Prefect's ephemeral one cannot fire schedules), and
+`clio run` starts one without its services for the same reason it must not use the
+ephemeral one: that is a child process nobody stops when the run is killed, so a
+SIGTERM or SIGKILL left it running. This server is started with the kernel's
+parent-death signal (Linux), so it ends with its parent however the parent ends.
+Both listen on loopback only, their database under the output directory, unless
 PREFECT_API_URL already points at a server.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -24,19 +30,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _end_with_parent() -> None:
+    """In the child before exec: SIGTERM it when its parent dies (Linux; elsewhere the
+    server is only stopped on a normal exit)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @contextmanager
-def local_prefect_server(log_path: Path, timeout_seconds: float = 180.0) -> Iterator[str]:
-    """Start `prefect server start` on 127.0.0.1 and yield its API URL; stop it on exit."""
+def local_prefect_server(
+    log_path: Path, timeout_seconds: float = 180.0, *, services: bool = True
+) -> Iterator[str]:
+    """Start `prefect server start` on 127.0.0.1 and yield its API URL; stop it on exit,
+    or when this process dies. `services=False` runs the API alone (no scheduler), all a
+    single flow run needs."""
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)],
+             "--port", str(port), *([] if services else ["--no-services", "--no-ui"])],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
+            preexec_fn=_end_with_parent,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + timeout_seconds
