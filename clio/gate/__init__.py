@@ -58,9 +58,11 @@ or call the private `result._seal` as `apply_gate` does. The rules, in order:
    placed among, released clusters only, and released ids are a keyed hash of the build
    and the node, so none of them reveals a suppressed group or where one was.
 
-Differences between released numbers that involve no hidden part (for example
-the number of users two released siblings share, |A| + |B| - |parent|) are not
-suppressed: both groups are releasable; the DP option noises them.
+The hidden-part rule (2 and 3) also checks what the released figures alone give: the
+whole's count minus the sum of the released parts' counts, users and conversations. Users
+in two released siblings make it differ from the hidden part (two siblings sharing 2
+users: |A| + |B| - |parent| = 2), so it too must be 0 or at least the threshold, else the
+smallest part is suppressed.
 
 The result carries counts by reason only, never names or ids of what was withheld.
 

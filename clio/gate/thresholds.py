@@ -67,6 +67,23 @@ def meets(conversations: set[str], users: set[str], config: PrivacyConfig) -> bo
     return len(users) >= config.min_users and len(conversations) >= config.min_conversations
 
 
+def _sum_difference_ok(
+    whole: set[str],
+    whole_users: set[str],
+    shown: Sequence[Node] | Sequence[Cell],
+    config: PrivacyConfig,
+) -> bool:
+    """What an analyst computes from the released figures alone: the whole's count minus
+    the sum of the shown groups' counts. Users in two shown groups (and, with overlapping
+    memberships, conversations) make it differ from the hidden part, e.g. two siblings
+    sharing 2 users give -2: its size must be 0 or releasable, whatever its sign."""
+    pairs = (
+        (len(whole_users), sum(len(g.users) for g in shown), config.min_users),
+        (len(whole), sum(len(g.conversations) for g in shown), config.min_conversations),
+    )
+    return all(not 0 < abs(total - parts) < threshold for total, parts, threshold in pairs)
+
+
 def hidden_part_ok(
     whole: set[str],
     whole_users: set[str],
@@ -78,6 +95,8 @@ def hidden_part_ok(
     nothing shown there is no difference to take."""
     if not shown:
         return True
+    if not _sum_difference_ok(whole, whole_users, shown, config):
+        return False
     covered: set[str] = set()
     covered_users: set[str] = set()
     for group in shown:
