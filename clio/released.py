@@ -308,7 +308,9 @@ class PreviousRelease:
 
 def previous_release(path: Path, cluster_ids: Sequence[str], run_id: str) -> PreviousRelease:
     """The latest earlier release of each of `cluster_ids` (runs other than `run_id`, by
-    `finished_at`) from the released store at `path`, read-only; empty when there is none."""
+    `finished_at`) from the released store at `path`, read-only; empty when there is none.
+    With them come the rows their runs showed beside them that this run may not have (a
+    new build can drop a cluster): the children of each and the facet's top clusters."""
     if not Path(path).is_file() or not cluster_ids:
         return PreviousRelease.empty()
     names = ", ".join(f"c.{c}" for c in CLUSTERS_COLUMNS[1:])
@@ -322,6 +324,16 @@ def previous_release(path: Path, cluster_ids: Sequence[str], run_id: str) -> Pre
             [run_id, list(cluster_ids)],
         ).fetchall()
         run_of = {row[3]: row[0] for row in rows}
+        beside = connection.execute(
+            f"SELECT c.run_id, {names} FROM clusters AS c "
+            "JOIN (SELECT unnest($1::VARCHAR[]) AS run_id, unnest($2::VARCHAR[]) AS parent) AS f "
+            "ON c.run_id = f.run_id AND (c.parent_id = f.parent OR c.parent_id IS NULL)",
+            [list(run_of.values()), list(run_of)],
+        ).fetchall()
+        for row in beside:
+            if row[3] not in run_of:
+                rows.append(row)
+                run_of[row[3]] = row[0]
         cells = connection.execute(
             f"SELECT run_id, {', '.join(BREAKDOWNS_COLUMNS[1:])} FROM facet_breakdowns "
             "WHERE run_id <> $1 AND cluster_id IN (SELECT unnest($2::VARCHAR[]))",

@@ -2,11 +2,13 @@
 
 Ids. The private trees number their nodes by position (`<facet>-L<level>-<NNN>`), so
 released ids with gaps would show how many clusters were suppressed and where. Released
-ids are `<facet>-L<level>-<HMAC(key, build id, node id)>`: the key is a secret of the
-private store, so the ids can neither be enumerated nor ordered; the same node of the
-same build keeps its id across the build's incremental runs (so `run_changes` and the
-page's history follow it), and a new full build gets new ids (its clusters are new
-clusters, and memberships of one id then only ever grow, which rule 6 relies on).
+ids are `<facet>-L<level>-<HMAC(key, root build id, root node id)>`: the key is a secret of
+the private store, so the ids can neither be enumerated nor ordered. The root is the
+node the cluster descends from (`clio.lineage`): the same node of the same build keeps its
+id across the build's incremental runs, and a cluster of a new build matched one-to-one
+to a cluster of the previous build inherits that cluster's root, so `run_changes` and the
+page's history follow it across full runs and rebuilds; an unmatched cluster is its own
+root, with a new id. Rule 6 then compares each id's figures across rebuilds too.
 
 Positions. The private map is centred on, and scaled by, all base clusters, and a parent
 sits at the mean of all its base clusters, so one suppressed cluster's position would be
@@ -26,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
+from clio.lineage import Root
 from clio.records import Cluster
 from clio.released import ReleasedBreakdown, ReleasedCluster
 
@@ -38,11 +41,15 @@ def release_id_key(pseudonym_key: str) -> bytes:
     return hmac.new(pseudonym_key.encode(), b"release ids", "sha256").digest()
 
 
-def keyed_ids(key: bytes, build_id: str) -> PublicId:
-    """Released id of a node of the build `build_id`, keyed by the private store's `key`."""
+def keyed_ids(key: bytes, build_id: str, roots: Mapping[str, Root] | None = None) -> PublicId:
+    """Released id of a node of the build `build_id`, keyed by the private store's `key`:
+    a hash of the node's lineage root in `roots` (node id -> (build id, node id)), the
+    node itself when it has none."""
+    known = dict(roots or {})
 
     def public_id(cluster: Cluster) -> str:
-        message = f"{build_id}\x1f{cluster.cluster_id}".encode()
+        root_build, root_node = known.get(cluster.cluster_id, (build_id, cluster.cluster_id))
+        message = f"{root_build}\x1f{root_node}".encode()
         digest = hmac.new(key, message, hashlib.sha256).hexdigest()[:12]
         return f"{cluster.facet}-L{cluster.level}-{digest}"
 

@@ -167,14 +167,17 @@ def release_run(
     """Gate this run's trees and add the result, with `run` (plus the gate's LLM use),
     to the released store.
 
-    Released ids are keyed by a key derived from the pseudonym key and `build_id`
-    (the build the trees belong to: this run's id for a full build), and the gate
+    Released ids are a keyed hash (the key derived from the pseudonym key) of each
+    cluster's lineage root in the build `build_id` (the build the trees belong to: this
+    run's id for a full build; `clio.lineage`), and the gate
     carries every change below the thresholds against the latest earlier release of
     these ids in the released store (rules 6 and 7 of `clio.gate`). `n_processed` is the
     number of conversations this run processed (all of them when not given)."""
     with PrivateStore(private_path) as store:
         key = release_id_key(hmac_key(settings.scrub, store))
-        public_id = keyed_ids(key, build_id if build_id is not None else run.run_id)
+        build = build_id if build_id is not None else run.run_id
+        lineage = store.build_lineage(build)
+        public_id = keyed_ids(key, build, lineage.roots if lineage is not None else None)
         ids = [public_id(c) for c in clusters]
         previous = previous_release(Path(released_path), ids, run.run_id)
         users = store.user_pseudonyms(conversation_ids)
