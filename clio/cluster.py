@@ -65,9 +65,9 @@ class Clusterer(Protocol):
         """Take the clusters of an earlier fit, by their centroids, without refitting."""
         ...
 
-    def warm_start(self, centroids: np.ndarray) -> None:
-        """Start the next `fit` from an earlier build's centroids where the method can
-        (k-means); a method that cannot ignores them."""
+    def warm_start(self, centroids: np.ndarray, n_before: int) -> None:
+        """Start the next `fit` from an earlier build's centroids (of `n_before` rows) where
+        the method can (k-means); a method that cannot ignores them."""
         ...
 
     def predict(self, vectors: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +102,7 @@ class _CentroidClusterer:
     def load(self, centroids: np.ndarray) -> None:
         self._centroids = np.asarray(centroids, dtype=np.float32)
 
-    def warm_start(self, centroids: np.ndarray) -> None:
+    def warm_start(self, centroids: np.ndarray, n_before: int) -> None:
         """Ignored unless the method overrides it (HDBSCAN has no seeds)."""
 
     def predict(self, vectors: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
@@ -125,16 +125,23 @@ class KMeansClusterer(_CentroidClusterer):
     restarts: int
     name = "kmeans"
     _warm: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _n_before: int = field(default=0, init=False, repr=False, compare=False)
 
-    def warm_start(self, centroids: np.ndarray) -> None:
-        """Seed the next fit with `centroids` (an earlier build's base clusters, largest
-        first): one k-means run from them, no restarts, so the clusters a small change in
-        the data did not touch stay where they were."""
+    def warm_start(self, centroids: np.ndarray, n_before: int) -> None:
+        """Seed the next fit with `centroids` (an earlier build's base clusters over
+        `n_before` rows, largest first): one k-means run from them, no restarts, and k is
+        their number plus the clusters the growth in rows adds (k from n minus k from
+        `n_before`), so the clusters a small change in the data did not touch stay where
+        they were and the earlier build's merges are not undone."""
         self._warm = np.asarray(centroids, dtype=np.float32) if len(centroids) else None
+        self._n_before = n_before
 
     def _labels(self, vectors: np.ndarray) -> np.ndarray:
         n = vectors.shape[0]
         k = choose_k(n, self.target_cluster_size, self.min_k, self.max_k)
+        if self._warm is not None:
+            before = choose_k(self._n_before, self.target_cluster_size, self.min_k, self.max_k)
+            k = max(1, min(n, self.max_k, len(self._warm) + max(0, k - before)))
         warm = "" if self._warm is None else f", warm-started from {len(self._warm)} centroids"
         _log.info(f"cluster: k-means with k = {k} (from n) for {n} vectors{warm}")
         labels = compact_labels(

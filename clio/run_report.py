@@ -41,6 +41,7 @@ def render_report(manifest: dict[str, Any], released: Path | None = None) -> str
         f"  breakdown cells    released {release['breakdown_cells_released']}",
         *_incremental_lines(manifest.get("incremental"), counts),
         f"  suppressed         {release['suppressed'] or 'nothing'}",
+        *_lineage_lines(release.get("lineage")),
         *_audit_lines(release.get("audit")),
         "  stage seconds      "
         + ", ".join(f"{k} {v:.1f}" for k, v in manifest["stage_seconds"].items()),
@@ -135,10 +136,24 @@ def _render_public_report(manifest: dict[str, Any]) -> str:
             f"released {release['clusters_released']} {release['clusters_released_by_level']}",
             f"  breakdown cells    released {release['breakdown_cells_released']}",
             f"  suppressed         {release['suppressed'] or 'nothing'}",
+            *_lineage_lines(release.get("lineage")),
             *_audit_lines(release.get("audit")),
             f"  (public manifest: {manifest['withheld']})",
         ]
     )
+
+
+def _lineage_lines(lineage: dict[str, Any] | None) -> list[str]:
+    """Against the run before: survival and clusters by relation (`run_changes`)."""
+    if not lineage:
+        return []
+    survival = lineage["survival_by_users"]
+    share = "n/a" if survival is None else f"{survival:.0%}"
+    relations = ", ".join(f"{k} {v}" for k, v in lineage["clusters_by_relation"].items())
+    return [
+        f"  since {lineage['previous_run_id']}  base clusters keeping their id {share} "
+        f"(by users); {relations}"
+    ]
 
 
 def _audit_lines(audit: dict[str, Any] | None) -> list[str]:

@@ -610,6 +610,13 @@ class PrivateStore:
             {cid: (rb, rn) for cid, rb, rn, _ in root_rows},
         )
 
+    def build_item_counts(self, build_id: str) -> dict[str, int]:
+        """facet -> facet texts the full build itself clustered (its own assignments)."""
+        rows = self.execute(
+            "SELECT facet, count(*) FROM assignments WHERE run_id = ? GROUP BY facet", [build_id]
+        )
+        return {facet: int(n) for facet, n in rows}
+
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         """conversation id -> content hash, without loading any text."""
         rows = self.execute(

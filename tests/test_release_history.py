@@ -33,7 +33,12 @@ from clio.config import PrivacyConfig
 from clio.gate import apply_gate
 from clio.gate.public import keyed_ids
 from clio.lineage import LineageNode, Root, inherited_roots, match_builds
-from clio.pipeline.publish import protect_run_row, root_totals
+from clio.pipeline.publish import (
+    lineage_candidates,
+    lineage_summary,
+    protect_run_row,
+    root_totals,
+)
 from clio.records import Cluster
 from clio.release import write_release
 from clio.release_audit import Finding, audit_release
@@ -44,7 +49,9 @@ from clio.released import (
     RunRow,
     previous_release,
     previous_run,
+    released_sizes,
 )
+from clio.store import BuildLineage
 
 MIN = 3  # min_users and min_conversations: small, so small histories cross them
 FACET = "request"
@@ -103,6 +110,7 @@ class History:
     build: str = ""
     runs: int = 0
     roots: dict[str, Root] = field(default_factory=dict)  # the current build's lineage roots
+    summaries: list[dict | None] = field(default_factory=list)  # each run's lineage summary
 
 
 def clusters_of(history: History) -> list[Cluster]:
@@ -137,11 +145,15 @@ def release(store: Path, history: History, step: Step, rules: Rules) -> None:
     """Apply `step` to `history` and release the run as `release_run` does."""
     history.runs += 1
     run_id = f"run-{history.runs}"
+    lineage: BuildLineage | None = None
+    previous_public_id = None
     if step.kind == "incremental":
         history.conversations += step.new
         processed = len(step.new)
         clusters = clusters_of(history)
     else:
+        if history.tree is not None and rules.keyed_ids:
+            previous_public_id = keyed_ids(KEY, history.build, history.roots)
         before = clusters_of(history) if history.tree is not None else []
         previous_build = history.build
         history.conversations += step.new
@@ -153,13 +165,16 @@ def release(store: Path, history: History, step: Step, rules: Rules) -> None:
         processed = len(history.conversations)
         clusters = clusters_of(history)
         # As `clio.pipeline.stages.build_lineage` does (conversation ids stand for hashes).
-        links = match_builds(lineage_nodes(before), lineage_nodes(clusters), 0.5)
+        user_of = {f"c{n}": c.user for n, c in enumerate(history.conversations)}
+        links = match_builds(lineage_nodes(before), lineage_nodes(clusters), 0.5, user_of)
         history.roots = (
             inherited_roots(links, previous_build, history.roots, run_id,
                             [c.cluster_id for c in clusters])
             if rules.lineage
             else {}
         )  # fmt: skip
+        if rules.lineage:
+            lineage = BuildLineage(previous_build, links, history.roots)
     users = {f"c{n}": c.user for n, c in enumerate(history.conversations)}
     values: dict[str, dict[str, object]] = {
         f"c{n}": {CONCERN_FACET: c.concern, LANGUAGE_FACET: c.language}
@@ -168,6 +183,14 @@ def release(store: Path, history: History, step: Step, rules: Rules) -> None:
     public_id = keyed_ids(KEY, history.build, history.roots) if rules.keyed_ids else None
     ids = [public_id(c) if public_id else c.cluster_id for c in clusters]
     previous = previous_release(store, ids, run_id) if rules.carry else None
+    before_run = previous_run(store, run_id)
+    sizes_before = released_sizes(store, before_run.run_id) if before_run is not None else {}
+    candidates = (
+        lineage_candidates(clusters, public_id, lineage, previous_public_id,
+                           before_run.run_id if before_run else None, sizes_before)
+        if public_id is not None
+        else []
+    )  # fmt: skip
     totals = root_totals(clusters) if rules.union_shares else top_size_sums(clusters)
     with rules_off(rules, clusters, values, public_id):
         result = apply_gate(
@@ -179,7 +202,11 @@ def release(store: Path, history: History, step: Step, rules: Rules) -> None:
             total_conversations=totals,
             public_id=public_id,
             previous=previous,
+            lineage=candidates,
         )
+    history.summaries.append(
+        lineage_summary(result, before_run.run_id if before_run else None, sizes_before)
+    )
     at = datetime(2024, 1, 1) + timedelta(hours=history.runs)
     n = len(users)
     tokens = 100 * processed

@@ -24,7 +24,8 @@ holds across full runs and rebuilds too; there the tree around a kept cluster ma
 and its members may leave, so three more cases are withheld rather than carried: a
 cluster the new build put under another parent (its previous figures belong under the
 old one), a carried part above its whole's figure (the whole shrank), and a carried part
-that leaves whole minus its shown parts at 1 to min - 1 (a new parent over a kept child).
+that leaves a new whole minus its shown parts at 1 to min - 1 (a new parent over a kept
+child).
 The previous release brings, beside each id's latest row, the rows its run showed with it
 that this run may lack (children and the facet's tops a new build dropped), so the hidden
 difference is formed as an analyst forms it.
@@ -143,13 +144,13 @@ def carry_changes(
                 key=lambda p: (final[p][1], final[p][0] or 0, p),
             )
             shown = [p for p in parts if status[p] != WITHHELD]
-            if carried and not _hidden_part_ok(whole, shown, final, config):
-                # Current and carried figures side by side: whole minus its shown parts must
-                # still be 0 or releasable (a new build's new parent over a kept child).
-                changed |= withhold(carried[0])
-                continue
             if whole not in before:
-                continue  # released for the first time: the single-release rules cover it
+                # Released for the first time: the single-release rules cover its current
+                # figures, but beside a carried part (a new build's new parent over a kept
+                # child) whole minus its shown parts must still be 0 or releasable.
+                if carried and not _hidden_part_ok(whole, shown, final, config):
+                    changed |= withhold(carried[0])
+                continue
             shown = [p for p in parts if status[p] != WITHHELD]
             if not shown:
                 continue  # nothing to subtract: the whole's own change is checked

@@ -26,11 +26,12 @@ import hashlib
 import hmac
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from clio.lineage import Root
+from clio.config import PrivacyConfig
+from clio.lineage import KEPT, Root
 from clio.records import Cluster
-from clio.released import ReleasedBreakdown, ReleasedCluster
+from clio.released import ReleasedBreakdown, ReleasedCluster, ReleasedLineage
 
 PublicId = Callable[[Cluster], str]
 
@@ -54,6 +55,54 @@ def keyed_ids(key: bytes, build_id: str, roots: Mapping[str, Root] | None = None
         return f"{cluster.facet}-L{cluster.level}-{digest}"
 
     return public_id
+
+
+@dataclass(frozen=True)
+class LineageCandidate:
+    """A link the gate may release: a cluster of this run (its private id) and a cluster
+    the previous run released, with how many users and conversations the two share
+    (0 for `kept`: the same id, whose figures rule 6 already compares)."""
+
+    cluster_id: str
+    previous_run_id: str
+    previous_cluster_id: str  # released id
+    relation: str
+    n_shared_users: int = 0
+    n_shared_conversations: int = 0
+
+
+def released_lineage(
+    candidates: Sequence[LineageCandidate],
+    clusters: Sequence[Cluster],
+    rows: Sequence[ReleasedCluster],
+    public_id: PublicId | None,
+    config: PrivacyConfig,
+) -> list[ReleasedLineage]:
+    """The `cluster_lineage` rows: candidates whose cluster is released now (its final
+    row), and for a split or merge, whose shared part reaches the thresholds (a smaller
+    one would say a small group moved between the two)."""
+    private = {c.cluster_id: c for c in clusters}
+    released = {c.cluster_id for c in rows}
+    out: dict[tuple[str, str], ReleasedLineage] = {}
+    for k in candidates:
+        if k.cluster_id not in private:
+            continue
+        cid = public_id(private[k.cluster_id]) if public_id is not None else k.cluster_id
+        if cid not in released:
+            continue
+        if k.relation == KEPT:
+            if cid != k.previous_cluster_id:
+                continue
+        elif cid == k.previous_cluster_id or (
+            k.n_shared_users < config.min_users
+            or k.n_shared_conversations < config.min_conversations
+        ):
+            continue
+        out.setdefault(
+            (cid, k.previous_cluster_id),
+            ReleasedLineage(cid, k.previous_run_id, k.previous_cluster_id, k.relation),
+        )
+    return [out[key] for key in sorted(out)]
 
 
 def rename_ids(

@@ -254,15 +254,19 @@ def build_trees(
     return FacetTree(clusters, nodes, usage)
 
 
-def _previous_centroids(store: PrivateStore, build_id: str | None) -> dict[str, np.ndarray]:
-    """facet -> the build's base centroids, largest cluster first (node order)."""
+def _previous_centroids(
+    store: PrivateStore, build_id: str | None
+) -> dict[str, tuple[np.ndarray, int]]:
+    """facet -> the build's base centroids, largest cluster first (node order), and the
+    number of facet texts the build clustered."""
     if build_id is None:
         return {}
     by_facet: dict[str, list[np.ndarray]] = {}
     for node in store.build_nodes(build_id):
         if node.level == 0 and node.centroid is not None:
             by_facet.setdefault(node.facet, []).append(node.centroid)
-    return {facet: np.stack(rows) for facet, rows in by_facet.items()}
+    items = store.build_item_counts(build_id)
+    return {facet: (np.stack(rows), int(items.get(facet, 0))) for facet, rows in by_facet.items()}
 
 
 def build_lineage(
@@ -336,7 +340,7 @@ def _facet_tree(
     items: FacetItems,
     store: PrivateStore,
     run_id: str,
-    warm_centroids: np.ndarray | None = None,
+    warm_centroids: tuple[np.ndarray, int] | None = None,
 ) -> FacetTree:
     if not items.texts:
         log.info(f"cluster {facet}: no values to cluster")
