@@ -47,7 +47,7 @@ from clio.pipeline.paths import RunPaths  # noqa: E402
 from clio.pipeline.run import run_pipeline  # noqa: E402
 from clio.pipeline.stages import extended_build  # noqa: E402
 from clio.release_audit import audit_release  # noqa: E402
-from clio.released import LANGUAGE_FACET, read_only_connect  # noqa: E402
+from clio.released import LANGUAGE_FACET, released_sizes  # noqa: E402
 from clio.store import PrivateStore  # noqa: E402
 
 DATA = Path("/work/shared/data/hh_rlhf_harmless_base_test/harmless-base_test.jsonl.gz")
@@ -88,14 +88,7 @@ def run(cfg: RunConfig, inputs: list[Path], out: Path, mode: Mode) -> dict[str, 
 
 def released(out: Path, run_id: str) -> dict[str, tuple[int, int]]:
     """Released id -> (level, n_users) of the run."""
-    connection = read_only_connect(RunPaths(out).released)
-    try:
-        rows = connection.execute(
-            "SELECT cluster_id, level, n_users FROM clusters WHERE run_id = ?", [run_id]
-        ).fetchall()
-    finally:
-        connection.close()
-    return {cid: (level, users) for cid, level, users in rows}
+    return released_sizes(RunPaths(out).released, run_id)
 
 
 def members_by_released_id(out: Path, build_id: str) -> dict[str, frozenset[str]]:
@@ -138,8 +131,8 @@ def survival(base: Path, out: Path, first_run: str, second: dict[str, Any]) -> d
     a = frozenset(m for members in before.values() for m in members)
     kept = 0
     for cid, users in then.items():
-        if cid not in now:
-            continue
+        if cid not in now or cid not in after:
+            continue  # not released again, or only as part of a carried parent's past rows
         old, new = before[cid], after[cid] & a
         if len(old & new) / len(old | new) >= SURVIVAL_OVERLAP:
             kept += users
