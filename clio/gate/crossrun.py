@@ -47,7 +47,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from clio.config import PrivacyConfig
-from clio.gate.reasons import CHANGE_BELOW_THRESHOLD_CARRIED, NEW_UNDER_CARRIED_WITHHELD
+from clio.gate.reasons import (
+    CHANGE_BELOW_THRESHOLD_CARRIED,
+    CHANGE_NOT_CARRIED_WITHHELD,
+    NEW_UNDER_CARRIED_WITHHELD,
+)
 from clio.released import PreviousRelease, ReleasedBreakdown, ReleasedCluster
 
 # An item: ("cluster", id), ("cell", id, facet, value) or ("total", facet).
@@ -165,6 +169,8 @@ def carry_changes(
     for key, state in status.items():
         if state == CARRIED and now[key] != before[key]:
             counts[CHANGE_BELOW_THRESHOLD_CARRIED] += 1
+        elif state == WITHHELD and key in before:
+            counts[CHANGE_NOT_CARRIED_WITHHELD] += 1
         elif state == WITHHELD:
             counts[NEW_UNDER_CARRIED_WITHHELD] += 1
 
