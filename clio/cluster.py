@@ -395,8 +395,8 @@ def kmeans_plus_plus_seeds(vectors: np.ndarray, k: int, seed: int) -> np.ndarray
 
 def warm_seeds(vectors: np.ndarray, warm: np.ndarray, k: int, seed: int) -> np.ndarray:
     """k seeds: the first k of `warm` (largest clusters first), and with fewer than k, the
-    rest by farthest-point picking (each the sampled row least similar to every seed so
-    far), so new seeds go where the earlier build had no cluster."""
+    rest by k-means++ continued from them (each drawn from a seeded sample of rows with
+    probability proportional to its squared distance to the nearest seed so far)."""
     seeds = [row for row in unit_rows(np.asarray(warm, dtype=np.float32))[:k]]
     missing = k - len(seeds)
     if missing > 0:
@@ -405,11 +405,13 @@ def warm_seeds(vectors: np.ndarray, warm: np.ndarray, k: int, seed: int) -> np.n
             len(vectors), max(k, min(SEEDING_SAMPLE_PER_CLUSTER * k, SEEDING_SAMPLE_MAX_ROWS))
         )
         sample = vectors if size == len(vectors) else vectors[rng.choice(len(vectors), size, False)]
-        nearest = (sample @ np.stack(seeds).T).max(axis=1)
+        distance = 1.0 - (sample @ np.stack(seeds).T).max(axis=1)
         for _ in range(missing):
-            pick = int(np.argmin(nearest))
+            weights = np.clip(distance, 0.0, None) ** 2
+            total = float(weights.sum())
+            pick = int(rng.choice(len(sample), p=weights / total)) if total > 0 else 0
             seeds.append(sample[pick])
-            nearest = np.maximum(nearest, sample @ sample[pick])
+            distance = np.minimum(distance, 1.0 - sample @ sample[pick])
     return np.ascontiguousarray(np.stack(seeds), dtype=np.float32)
 
 

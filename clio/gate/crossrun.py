@@ -21,11 +21,11 @@ cell whose difference with its previous release must be 0 or releasable:
 
 Lineage (`clio.lineage`) lets a new build's cluster keep its previous id, so the rule
 holds across full runs and rebuilds too; there the tree around a kept cluster may change
-and its members may leave, so three more cases are withheld rather than carried: a
-cluster the new build put under another parent (its previous figures belong under the
-old one), a carried part above its whole's figure (the whole shrank), and a carried part
-that leaves a new whole minus its shown parts at 1 to min - 1 (a new parent over a kept
-child).
+and its members may leave. A carried cluster the new build put under another parent is
+shown with its previous figures under its parent now, and two cases are withheld rather
+than carried: a carried part above its whole's figure (the whole shrank), and a carried
+part that leaves a new whole minus its shown parts at 1 to min - 1 (a new parent over a
+kept child).
 The previous release brings, beside each id's latest row, the rows its run showed with it
 that this run may lack (children and the facet's tops a new build dropped), so the hidden
 difference is formed as an analyst forms it.
@@ -106,15 +106,11 @@ def carry_changes(
     released |= {
         ("cell", *key): (b.n_users, b.n_conversations) for key, b in previous.cells.items()
     }
-    moved = _moved(rows, previous)
     status = {key: _own_status(now[key], before.get(key), config) for key in now}
-    for key in moved:
-        if status[key] == CARRIED:
-            status[key] = WITHHELD
     final = {key: before[key] if status[key] == CARRIED else now[key] for key in now}
 
     def carry(key: Key) -> bool:
-        target = CARRIED if key in before and key not in moved else WITHHELD
+        target = CARRIED if key in before else WITHHELD
         if status[key] == target or status[key] == WITHHELD:
             return False
         status[key] = target
@@ -192,7 +188,17 @@ def carry_changes(
     now_shown = {c.cluster_id for c in rows if status[("cluster", c.cluster_id)] != CARRIED}
     past = _past_subtrees(previous, carried_roots, skip=now_shown)
     released_cells += [b for key, b in previous.cells.items() if key[0] in past]
-    return shown + [previous.clusters[cid] for cid in sorted(past)], released_cells, totals
+    # A carried cluster a new build put under another parent keeps its figures, not its
+    # place: it is shown under its parent now (which is shown: a carried or withheld
+    # parent would have carried or withheld it too).
+    roots = set(carried_roots)
+    carried = [
+        replace(previous.clusters[cid], parent_id=by_id[cid].parent_id)
+        if cid in roots
+        else previous.clusters[cid]
+        for cid in sorted(past)
+    ]
+    return shown + carried, released_cells, totals
 
 
 def _past_subtrees(previous: PreviousRelease, roots: Sequence[str], skip: set[str]) -> set[str]:
@@ -226,19 +232,6 @@ def _previous_total(previous: PreviousRelease, facet: str) -> int | None:
         return None
     latest = max(run for run, _ in tops)
     return facet_total([c for run, c in tops if run == latest], facet)
-
-
-def _moved(rows: Sequence[ReleasedCluster], previous: PreviousRelease) -> set[Key]:
-    """Clusters released before under another parent (a new build that kept the cluster's
-    id put it elsewhere): their previous figures cannot be shown where they now are, so
-    where a change would be carried they are withheld instead."""
-    return {
-        ("cluster", c.cluster_id)
-        for c in rows
-        if c.cluster_id in previous.clusters
-        and previous.clusters[c.cluster_id].facet == c.facet
-        and previous.clusters[c.cluster_id].parent_id != c.parent_id
-    }
 
 
 def _exceeds(part: Figure, whole: Figure) -> bool:
