@@ -154,13 +154,18 @@ def carry_changes(
             shown = [p for p in parts if status[p] != WITHHELD]
             if not shown:
                 continue  # nothing to subtract: the whole's own change is checked
-            if _hidden_change_ok(whole, shown, parts_before, final, {**released, **before}, config):
-                continue
-            movable = sorted(
-                (p for p in shown if status[p] == CHANGED),
-                key=lambda p: (final[p][1], final[p][0] or 0, p),
-            )
-            changed |= carry(movable[0] if movable else whole)
+            if not _hidden_change_ok(
+                whole, shown, parts_before, final, {**released, **before}, config
+            ):
+                movable = sorted(
+                    (p for p in shown if status[p] == CHANGED),
+                    key=lambda p: (final[p][1], final[p][0] or 0, p),
+                )
+                changed |= carry(movable[0] if movable else whole)
+            elif carried and not _hidden_part_ok(whole, shown, final, config):
+                # Carried and current figures side by side (members left or moved in a new
+                # build): whole minus its shown parts must still be 0 or releasable.
+                changed |= withhold(carried[0])
 
     for key, state in status.items():
         if state == CARRIED and now[key] != before[key]:
