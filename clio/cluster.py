@@ -65,6 +65,11 @@ class Clusterer(Protocol):
         """Take the clusters of an earlier fit, by their centroids, without refitting."""
         ...
 
+    def warm_start(self, centroids: np.ndarray, n_before: int) -> None:
+        """Start the next `fit` from an earlier build's centroids (of `n_before` rows) where
+        the method can (k-means); a method that cannot ignores them."""
+        ...
+
     def predict(self, vectors: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
         """(label of each row's nearest cluster, or -1 when its cosine distance is beyond
         `max_distance`; that distance)."""
@@ -97,6 +102,9 @@ class _CentroidClusterer:
     def load(self, centroids: np.ndarray) -> None:
         self._centroids = np.asarray(centroids, dtype=np.float32)
 
+    def warm_start(self, centroids: np.ndarray, n_before: int) -> None:
+        """Ignored unless the method overrides it (HDBSCAN has no seeds)."""
+
     def predict(self, vectors: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
         if self._centroids is None:
             raise RuntimeError(f"{self.name}: fit or load the clusters before predicting")
@@ -116,13 +124,28 @@ class KMeansClusterer(_CentroidClusterer):
     iterations: int
     restarts: int
     name = "kmeans"
+    _warm: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    _n_before: int = field(default=0, init=False, repr=False, compare=False)
+
+    def warm_start(self, centroids: np.ndarray, n_before: int) -> None:
+        """Seed the next fit with `centroids` (an earlier build's base clusters over
+        `n_before` rows, largest first): one k-means run from them, no restarts, and k is
+        their number plus the clusters the growth in rows adds (k from n minus k from
+        `n_before`), so the clusters a small change in the data did not touch stay where
+        they were and the earlier build's merges are not undone."""
+        self._warm = np.asarray(centroids, dtype=np.float32) if len(centroids) else None
+        self._n_before = n_before
 
     def _labels(self, vectors: np.ndarray) -> np.ndarray:
         n = vectors.shape[0]
         k = choose_k(n, self.target_cluster_size, self.min_k, self.max_k)
-        _log.info(f"cluster: k-means with k = {k} (from n) for {n} vectors")
+        if self._warm is not None:
+            before = choose_k(self._n_before, self.target_cluster_size, self.min_k, self.max_k)
+            k = max(1, min(n, self.max_k, len(self._warm) + max(0, k - before)))
+        warm = "" if self._warm is None else f", warm-started from {len(self._warm)} centroids"
+        _log.info(f"cluster: k-means with k = {k} (from n) for {n} vectors{warm}")
         labels = compact_labels(
-            spherical_kmeans(vectors, k, self.seed, self.iterations, self.restarts)
+            spherical_kmeans(vectors, k, self.seed, self.iterations, self.restarts, self._warm)
         )
         if self.merge_unseparated:
             labels = merge_unseparated(vectors, labels, self.merge_ratio, self.min_k)
@@ -283,16 +306,21 @@ def centroids_of(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def spherical_kmeans(
-    vectors: np.ndarray, k: int, seed: int, iterations: int, restarts: int
+    vectors: np.ndarray,
+    k: int,
+    seed: int,
+    iterations: int,
+    restarts: int,
+    warm: np.ndarray | None = None,
 ) -> np.ndarray:
     """faiss spherical k-means from k-means++ seeds; with several restarts, the run with
-    the lowest objective wins."""
+    the lowest objective wins. With `warm` centroids, one run from `warm_seeds`."""
     if k <= 1:
         return np.zeros(vectors.shape[0], dtype=np.int64)
     import faiss
 
     best: tuple[float, np.ndarray] | None = None
-    for restart in range(restarts):
+    for restart in range(1 if warm is not None else restarts):
         restart_seed = seed + restart
         kmeans = faiss.Kmeans(
             vectors.shape[1],
@@ -304,7 +332,12 @@ def spherical_kmeans(
         )
         # faiss warns when there are fewer than 39 points per centroid; that is expected here.
         kmeans.cp.min_points_per_centroid = 1
-        kmeans.train(vectors, init_centroids=kmeans_plus_plus_seeds(vectors, k, restart_seed))
+        seeds = (
+            kmeans_plus_plus_seeds(vectors, k, restart_seed)
+            if warm is None
+            else warm_seeds(vectors, warm, k, restart_seed)
+        )
+        kmeans.train(vectors, init_centroids=seeds)
         objective = float(kmeans.obj[-1])
         if best is None or objective < best[0]:
             _, assigned = kmeans.index.search(vectors, 1)
@@ -358,6 +391,28 @@ def kmeans_plus_plus_seeds(vectors: np.ndarray, k: int, seed: int) -> np.ndarray
     sample = vectors if size == len(vectors) else vectors[rng.choice(len(vectors), size, False)]
     seeds, _ = kmeans_plusplus(np.asarray(sample, dtype=np.float64), k, random_state=seed)
     return np.ascontiguousarray(seeds, dtype=np.float32)
+
+
+def warm_seeds(vectors: np.ndarray, warm: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """k seeds: the first k of `warm` (largest clusters first), and with fewer than k, the
+    rest by k-means++ continued from them (each drawn from a seeded sample of rows with
+    probability proportional to its squared distance to the nearest seed so far)."""
+    seeds = [row for row in unit_rows(np.asarray(warm, dtype=np.float32))[:k]]
+    missing = k - len(seeds)
+    if missing > 0:
+        rng = np.random.default_rng(seed)
+        size = min(
+            len(vectors), max(k, min(SEEDING_SAMPLE_PER_CLUSTER * k, SEEDING_SAMPLE_MAX_ROWS))
+        )
+        sample = vectors if size == len(vectors) else vectors[rng.choice(len(vectors), size, False)]
+        distance = 1.0 - (sample @ np.stack(seeds).T).max(axis=1)
+        for _ in range(missing):
+            weights = np.clip(distance, 0.0, None) ** 2
+            total = float(weights.sum())
+            pick = int(rng.choice(len(sample), p=weights / total)) if total > 0 else 0
+            seeds.append(sample[pick])
+            distance = np.minimum(distance, 1.0 - sample @ sample[pick])
+    return np.ascontiguousarray(np.stack(seeds), dtype=np.float32)
 
 
 def reassign_outliers(vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -360,6 +360,13 @@ class ClusterConfig(_Section):
         "train data).",
     )
     seed: int = Field(0, description="Random seed for k-means, UMAP and sampling.")
+    warm_start: bool = Field(
+        True,
+        description="k-means path: a build in an output directory that holds a previous build "
+        "seeds k-means with the previous build's base centroids (as many as k allows, the "
+        "rest by k-means++), so a small change in the data keeps the clusters it did not "
+        "touch. Off, or without a previous build, every build seeds by k-means++ alone.",
+    )
     kmeans_iterations: int = Field(50, ge=1, description="faiss k-means iterations.")
     kmeans_restarts: int = Field(
         1, ge=1, description="k-means runs from different k-means++ seeds; the tightest is kept."
@@ -508,6 +515,35 @@ class IncrementalConfig(_Section):
     )
 
 
+class LineageConfig(_Section):
+    enabled: bool = Field(
+        True,
+        description="Match each new build's clusters to the previous build's in the same output "
+        "directory (`clio.lineage`): a matched cluster keeps its released id across full runs "
+        "and rebuilds, so `run_changes` and the page's history follow it. Off, every build's "
+        "clusters get new ids.",
+    )
+    min_overlap: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="Two clusters of one facet and level are the same cluster (one-to-one, by "
+        "the assignment of largest total member overlap) when the Jaccard overlap of their "
+        "conversations (by content hash) is at least this. An unmatched new cluster with at "
+        "least this share of its conversations from one previous cluster 'split' from it; an "
+        "unmatched previous cluster with at least this share of its conversations in one new "
+        "cluster 'merged' into it.",
+    )
+    name_overlap: float = Field(
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="A matched cluster whose Jaccard overlap with its previous cluster is at "
+        "least this keeps that cluster's name and description (the gate vets them again for "
+        "each release), so a name does not change when its members barely did.",
+    )
+
+
 class RunnerConfig(_Section):
     kind: Literal["default", "dask"] = Field(
         "default",
@@ -569,6 +605,10 @@ class RunConfig(_Section):
     incremental: IncrementalConfig = Field(
         default_factory=IncrementalConfig,
         description="Adding conversations to the last full build (`clio run --incremental`).",
+    )
+    lineage: LineageConfig = Field(
+        default_factory=LineageConfig,
+        description="Cluster identity across builds: matching a build to the previous one.",
     )
     runner: RunnerConfig = Field(
         default_factory=RunnerConfig,

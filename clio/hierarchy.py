@@ -229,9 +229,12 @@ def build_facet_tree(
     vectors: np.ndarray,
     llm: StructuredLLM | None,
     settings: TreeSettings,
+    warm_centroids: tuple[np.ndarray, int] | None = None,
 ) -> list[Cluster]:
     """Every node of the facet's tree, level 0 (base) first. One item is one facet text
-    (a list facet gives several items per conversation); `users` are pseudonyms."""
+    (a list facet gives several items per conversation); `users` are pseudonyms.
+    `warm_centroids` (an earlier build's base centroids and its number of items) seed the
+    base clustering."""
     n = len(texts)
     if not (len(item_conversation_ids) == n == len(users) == len(vectors)):
         raise ValueError(
@@ -242,7 +245,10 @@ def build_facet_tree(
         return []
     vectors = unit_rows(vectors)
 
-    labels, centroids = build_clusterer(settings.cluster).fit(vectors)
+    clusterer = build_clusterer(settings.cluster)
+    if warm_centroids is not None and len(warm_centroids[0]):
+        clusterer.warm_start(*warm_centroids)
+    labels, centroids = clusterer.fit(vectors)
     terms = count_terms(texts, users)  # counted once, scored for every level's labels
     keywords = _keywords(terms, labels, settings)
     if settings.names == "extractive":

@@ -29,10 +29,12 @@ import duckdb
 
 from clio.gate import GateResult, check_seal
 from clio.released import (
+    REQUIRED_TABLES,
     RUNS_COLUMNS,
     TABLE_COLUMNS,
     ReleasedBreakdown,
     ReleasedCluster,
+    ReleasedLineage,
     RunRow,
     create_tables,
     create_views,
@@ -89,6 +91,7 @@ def _build(
     _insert_run(connection, run)
     _insert_rows(connection, "clusters", run.run_id, gate.clusters)
     _insert_rows(connection, "facet_breakdowns", run.run_id, gate.breakdowns)
+    _insert_rows(connection, "cluster_lineage", run.run_id, gate.lineage)
     create_views(connection)
     connection.execute("CHECKPOINT")
 
@@ -99,7 +102,15 @@ def _copy_previous_runs(connection: duckdb.DuckDBPyConnection, previous: Path, r
     except duckdb.Error as exc:
         raise RuntimeError(f"cannot open the previous release {previous}: {exc}") from exc
     try:
+        present = {
+            row[0]
+            for row in connection.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'previous'"
+            ).fetchall()
+        }
         for table, columns in TABLE_COLUMNS.items():
+            if table not in present and table not in REQUIRED_TABLES:
+                continue  # a store written before the table existed
             names = ", ".join(columns)
             connection.execute(
                 f"INSERT INTO main.{table} ({names}) SELECT {names} FROM previous.{table} "
@@ -129,7 +140,7 @@ def _insert_rows(
     connection: duckdb.DuckDBPyConnection,
     table: str,
     run_id: str,
-    rows: Sequence[ReleasedCluster] | Sequence[ReleasedBreakdown],
+    rows: Sequence[ReleasedCluster] | Sequence[ReleasedBreakdown] | Sequence[ReleasedLineage],
 ) -> None:
     """Insert one run's rows into `table`: its run_id, then one list per contract column."""
     columns = TABLE_COLUMNS[table][1:]
@@ -174,6 +185,11 @@ def _validate(run: RunRow, gate: GateResult) -> None:
             raise ValueError(f"breakdown of unreleased cluster {cell.cluster_id!r}")
         if cell.n_users < run.min_users or cell.n_conversations < run.min_conversations:
             raise ValueError(f"a breakdown cell of {cell.cluster_id!r} is below the thresholds")
+    for link in gate.lineage:
+        if not isinstance(link, ReleasedLineage):
+            raise TypeError(f"GateResult.lineage holds a {type(link).__name__}")
+        if link.cluster_id not in ids:
+            raise ValueError(f"lineage of unreleased cluster {link.cluster_id!r}")
 
 
 # -- files ------------------------------------------------------------------------

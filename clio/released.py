@@ -14,6 +14,10 @@ Tables (the contract; columns may be added, never renamed or dropped):
   keywords, n_users, n_conversations, share, concern_mean, x, y)` — level 0 are
   base clusters, `parent_id` is NULL at the top, `keywords` is VARCHAR[].
 - `facet_breakdowns(run_id, cluster_id, facet, value, n_users, n_conversations)`.
+- `cluster_lineage(run_id, cluster_id, previous_run_id, previous_cluster_id, relation)` —
+  each released cluster of a run and the released cluster of the run before it that it
+  descends from: `kept` (the same id), `split` (split off it) or `merged` (it merged
+  into this one). Written by the gate; both sides are released clusters.
 
 Views: `top_clusters`, `cluster_languages`, `concerning_clusters`,
 `latest_run_clusters`, `run_changes` (see `_VIEWS`; each carries a COMMENT,
@@ -96,6 +100,16 @@ class ReleasedBreakdown:
     n_conversations: int
 
 
+@dataclass(frozen=True)
+class ReleasedLineage:
+    """A row of `cluster_lineage` without its `run_id`."""
+
+    cluster_id: str
+    previous_run_id: str
+    previous_cluster_id: str
+    relation: str  # kept, split or merged (`clio.lineage.RELATIONS`)
+
+
 def _columns(row_type: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(row_type))
 
@@ -109,12 +123,17 @@ CONCERNING_AT = 3.0
 RUNS_COLUMNS = _columns(RunRow)
 CLUSTERS_COLUMNS = ("run_id", *_columns(ReleasedCluster))
 BREAKDOWNS_COLUMNS = ("run_id", *_columns(ReleasedBreakdown))
+LINEAGE_COLUMNS = ("run_id", *_columns(ReleasedLineage))
 TABLE_COLUMNS = {
     "runs": RUNS_COLUMNS,
     "clusters": CLUSTERS_COLUMNS,
     "facet_breakdowns": BREAKDOWNS_COLUMNS,
+    "cluster_lineage": LINEAGE_COLUMNS,
 }
 TABLES = tuple(TABLE_COLUMNS)
+# What a file needs to be read as a release: a store written before `cluster_lineage`
+# existed is still one (it gains the table at its next release).
+REQUIRED_TABLES = ("runs", "clusters", "facet_breakdowns")
 VIEWS = (
     "top_clusters",
     "cluster_languages",
@@ -164,6 +183,14 @@ CREATE TABLE facet_breakdowns (
     n_users BIGINT NOT NULL,
     n_conversations BIGINT NOT NULL,
     PRIMARY KEY (run_id, cluster_id, facet, value)
+);
+CREATE TABLE cluster_lineage (
+    run_id VARCHAR NOT NULL,
+    cluster_id VARCHAR NOT NULL,
+    previous_run_id VARCHAR NOT NULL,
+    previous_cluster_id VARCHAR NOT NULL,
+    relation VARCHAR NOT NULL,
+    PRIMARY KEY (run_id, cluster_id, previous_cluster_id)
 );
 """
 
@@ -226,9 +253,13 @@ SELECT coalesce(now.run_id, before.run_id) AS run_id,
        coalesce(now.facet, before.facet) AS facet,
        coalesce(now.level, before.level) AS level,
        coalesce(now.cluster_id, before.cluster_id) AS cluster_id,
-       CASE WHEN before.cluster_id IS NULL THEN 'new'
+       CASE WHEN before.cluster_id IS NULL AND split.cluster_id IS NOT NULL THEN 'split'
+            WHEN before.cluster_id IS NULL THEN 'new'
+            WHEN now.cluster_id IS NULL AND merged.cluster_id IS NOT NULL THEN 'merged'
             WHEN now.cluster_id IS NULL THEN 'gone'
             ELSE 'kept' END AS status,
+       CASE WHEN before.cluster_id IS NULL THEN split.previous_cluster_id
+            WHEN now.cluster_id IS NULL THEN merged.cluster_id END AS related_cluster_id,
        now.name AS name,
        before.name AS previous_name,
        now.n_users AS n_users,
@@ -248,15 +279,31 @@ FROM now
 FULL OUTER JOIN before
     ON now.run_id = before.run_id AND now.cluster_id = before.cluster_id
        AND now.facet = before.facet
+LEFT JOIN (
+    SELECT run_id, cluster_id, min(previous_cluster_id) AS previous_cluster_id
+    FROM cluster_lineage WHERE relation = 'split' GROUP BY run_id, cluster_id
+) AS split ON split.run_id = now.run_id AND split.cluster_id = now.cluster_id
+LEFT JOIN (
+    SELECT run_id, previous_cluster_id, min(cluster_id) AS cluster_id
+    FROM cluster_lineage WHERE relation = 'merged' GROUP BY run_id, previous_cluster_id
+) AS merged ON merged.run_id = before.run_id AND merged.previous_cluster_id = before.cluster_id
 ORDER BY run_id, facet, level, abs(n_users_change) DESC, cluster_id
 """
 
 _COMMENTS = {
     ("VIEW", "run_changes"): "Each run against the run that finished before it, per cluster "
-    "id: status 'new' (released now, not before), 'gone' (released before, not now: merged, "
-    "renamed or below the thresholds), 'kept'; the figures of both runs and their change (now "
-    "minus before; a missing side counts as 0 for sizes and NULL for concern). The first run "
-    "has no rows.",
+    "id (ids follow a cluster across rebuilds, see cluster_lineage): status 'kept' (released "
+    "in both), 'new' (released now, not before), 'split' (new, split off the previous run's "
+    "related_cluster_id), 'gone' (released before, not now: dropped by a rebuild or below "
+    "the thresholds), 'merged' (gone, merged into this run's related_cluster_id); the "
+    "figures of both runs and their change (now minus before; a missing side counts as 0 "
+    "for sizes and NULL for concern). The first run has no rows.",
+    ("TABLE", "cluster_lineage"): "Per run, each released cluster and the released cluster "
+    "of the run before it that it descends from: relation 'kept' (the same cluster, same "
+    "id: an incremental run, or a rebuild that matched it), 'split' (this cluster split off "
+    "the previous one) or 'merged' (the previous one merged into this one). Both sides are "
+    "released clusters; a split or merge is shown only when the conversations the two "
+    "share reach the thresholds.",
     ("TABLE", "runs"): "One row per released run: when, with which config and thresholds, "
     "input counts and LLM usage. Times are UTC.",
     ("TABLE", "clusters"): "Released clusters of every run: one tree per facet (level 0 = base "
@@ -276,8 +323,9 @@ _COMMENTS = {
     "centred and scaled on the released base clusters of the facet; a parent at the mean of "
     "its released base clusters weighted by their n_conversations (NULL when none is released).",
     ("COLUMN", "clusters.y"): "2-D map position (see x).",
-    ("COLUMN", "clusters.cluster_id"): "<facet>-L<level>-<keyed hash of the build and the node>: "
-    "stable across the incremental runs of one build, new for each full build, and without "
+    ("COLUMN", "clusters.cluster_id"): "<facet>-L<level>-<keyed hash of the cluster's lineage "
+    "root>: stable across the incremental runs of one build and across the full runs and "
+    "rebuilds that match the cluster to the previous build's, new otherwise, and without "
     "positional numbers (so no gaps show what was suppressed).",
     ("COLUMN", "clusters.n_users"): "Distinct users. A figure changes between runs only by at "
     "least min_users users and min_conversations conversations; a smaller change keeps the "
@@ -308,7 +356,9 @@ class PreviousRelease:
 
 def previous_release(path: Path, cluster_ids: Sequence[str], run_id: str) -> PreviousRelease:
     """The latest earlier release of each of `cluster_ids` (runs other than `run_id`, by
-    `finished_at`) from the released store at `path`, read-only; empty when there is none."""
+    `finished_at`) from the released store at `path`, read-only; empty when there is none.
+    With them come the rows their runs showed beside them that this run may not have (a
+    new build can drop a cluster): the children of each and the facet's top clusters."""
     if not Path(path).is_file() or not cluster_ids:
         return PreviousRelease.empty()
     names = ", ".join(f"c.{c}" for c in CLUSTERS_COLUMNS[1:])
@@ -322,6 +372,16 @@ def previous_release(path: Path, cluster_ids: Sequence[str], run_id: str) -> Pre
             [run_id, list(cluster_ids)],
         ).fetchall()
         run_of = {row[3]: row[0] for row in rows}
+        beside = connection.execute(
+            f"SELECT c.run_id, {names} FROM clusters AS c "
+            "JOIN (SELECT unnest($1::VARCHAR[]) AS run_id, unnest($2::VARCHAR[]) AS parent) AS f "
+            "ON c.run_id = f.run_id AND (c.parent_id = f.parent OR c.parent_id IS NULL)",
+            [list(run_of.values()), list(run_of)],
+        ).fetchall()
+        for row in beside:
+            if row[3] not in run_of:
+                rows.append(row)
+                run_of[row[3]] = row[0]
         cells = connection.execute(
             f"SELECT run_id, {', '.join(BREAKDOWNS_COLUMNS[1:])} FROM facet_breakdowns "
             "WHERE run_id <> $1 AND cluster_id IN (SELECT unnest($2::VARCHAR[]))",
@@ -335,6 +395,21 @@ def previous_release(path: Path, cluster_ids: Sequence[str], run_id: str) -> Pre
         run_of,
         {(c[1], c[2], c[3]): ReleasedBreakdown(*c[1:]) for c in cells if run_of.get(c[1]) == c[0]},
     )
+
+
+def released_sizes(path: Path, run_id: str) -> dict[str, tuple[int, int]]:
+    """Cluster id -> (level, n_users) of each cluster the run `run_id` released in the
+    store at `path`."""
+    if not Path(path).is_file():
+        return {}
+    connection = read_only_connect(Path(path))
+    try:
+        rows = connection.execute(
+            "SELECT cluster_id, level, n_users FROM clusters WHERE run_id = ?", [run_id]
+        ).fetchall()
+    finally:
+        connection.close()
+    return {cid: (int(level), int(users)) for cid, level, users in rows}
 
 
 def previous_run(path: Path, run_id: str) -> RunRow | None:
@@ -418,7 +493,7 @@ def read_only_connect(
 def _check_released(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
     found = connection.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
     private = sorted({table for _, table in found if table in PRIVATE_TABLES})
-    missing = [t for t in TABLES if ("main", t) not in found]
+    missing = [t for t in REQUIRED_TABLES if ("main", t) not in found]
     if private or missing:
         reason = (
             f"it holds private tables ({', '.join(private)})"

@@ -41,6 +41,7 @@ def render_report(manifest: dict[str, Any], released: Path | None = None) -> str
         f"  breakdown cells    released {release['breakdown_cells_released']}",
         *_incremental_lines(manifest.get("incremental"), counts),
         f"  suppressed         {release['suppressed'] or 'nothing'}",
+        *_lineage_lines(release.get("lineage")),
         *_audit_lines(release.get("audit")),
         *_dp_lines(manifest.get("privacy", {}).get("differential_privacy")),
         "  stage seconds      "
@@ -136,6 +137,7 @@ def _render_public_report(manifest: dict[str, Any]) -> str:
             f"released {release['clusters_released']} {release['clusters_released_by_level']}",
             f"  breakdown cells    released {release['breakdown_cells_released']}",
             f"  suppressed         {release['suppressed'] or 'nothing'}",
+            *_lineage_lines(release.get("lineage")),
             *_audit_lines(release.get("audit")),
             *_dp_lines(manifest["privacy"].get("differential_privacy")),
             f"  (public manifest: {manifest['withheld']})",
@@ -153,6 +155,19 @@ def _dp_lines(dp: dict[str, Any] | None) -> list[str]:
         f"  differential privacy epsilon {dp['epsilon_spent']:g} this run, "
         f"{dp.get('cumulative_epsilon', dp['epsilon_spent']):g} over "
         f"{dp.get('runs_in_ledger', 1)} run(s){of_budget}"
+    ]
+
+
+def _lineage_lines(lineage: dict[str, Any] | None) -> list[str]:
+    """Against the run before: survival and clusters by relation (`run_changes`)."""
+    if not lineage:
+        return []
+    survival = lineage["survival_by_users"]
+    share = "n/a" if survival is None else f"{survival:.0%}"
+    relations = ", ".join(f"{k} {v}" for k, v in lineage["clusters_by_relation"].items())
+    return [
+        f"  since {lineage['previous_run_id']}  base clusters keeping their id {share} "
+        f"(by users); {relations}"
     ]
 
 

@@ -28,6 +28,7 @@ from typing import Any
 import duckdb
 import numpy as np
 
+from clio.lineage import Link, Root
 from clio.records import Cluster, FacetValue, Message, QuarantineRecord, ScrubbedConversation
 from clio.released import ClusterNode
 
@@ -125,6 +126,26 @@ CREATE TABLE IF NOT EXISTS build_conversations (
     run_id VARCHAR NOT NULL,
     PRIMARY KEY (build_id, conversation_id)
 );
+CREATE TABLE IF NOT EXISTS lineage (
+    build_id VARCHAR NOT NULL,
+    previous_build_id VARCHAR NOT NULL,
+    facet VARCHAR NOT NULL,
+    level INTEGER NOT NULL,
+    cluster_id VARCHAR NOT NULL,
+    previous_cluster_id VARCHAR NOT NULL,
+    relation VARCHAR NOT NULL,
+    overlap DOUBLE NOT NULL,
+    n_shared_conversations INTEGER NOT NULL,
+    n_shared_users INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS lineage_roots (
+    build_id VARCHAR NOT NULL,
+    cluster_id VARCHAR NOT NULL,
+    root_build_id VARCHAR NOT NULL,
+    root_cluster_id VARCHAR NOT NULL,
+    previous_build_id VARCHAR,
+    PRIMARY KEY (build_id, cluster_id)
+);
 CREATE TABLE IF NOT EXISTS unassigned (
     build_id VARCHAR NOT NULL,
     run_id VARCHAR NOT NULL,
@@ -156,6 +177,15 @@ class BuildNode(ClusterNode):
     x: float | None
     y: float | None
     centroid: np.ndarray | None  # base clusters only: unit-length mean of member vectors
+
+
+@dataclass(frozen=True)
+class BuildLineage:
+    """A build's lineage: its links to the previous build and every node's root."""
+
+    previous_build_id: str | None  # None: the first build, nothing to match
+    links: list[Link]
+    roots: dict[str, Root]
 
 
 PRIVATE_DIR_MODE = 0o700
@@ -514,10 +544,16 @@ class PrivateStore:
         shard.with_name(shard.name + ".wal").unlink(missing_ok=True)
 
     def put_build(
-        self, build_id: str, tree_digest: str, nodes: Sequence[BuildNode], conversation_ids: list
+        self,
+        build_id: str,
+        tree_digest: str,
+        nodes: Sequence[BuildNode],
+        conversation_ids: list,
+        lineage: BuildLineage | None = None,
     ) -> None:
-        """Record a full build: its tree and the conversations it released from. Replaces an
-        earlier record of the same build (and what incremental runs added to it)."""
+        """Record a full build: its tree, the conversations it released from and its
+        lineage to the previous build (`clio.lineage`). Replaces an earlier record of the
+        same build (and what incremental runs added to it)."""
         node_rows = [
             (
                 build_id,
@@ -536,8 +572,16 @@ class PrivateStore:
         ]
         with self._lock:
             self._con.execute("BEGIN")
-            for table in ("build_nodes", "build_conversations", "unassigned"):
+            for table in (
+                "build_nodes",
+                "build_conversations",
+                "unassigned",
+                "lineage",
+                "lineage_roots",
+            ):
                 self._con.execute(f"DELETE FROM {table} WHERE build_id = ?", [build_id])
+            if lineage is not None:
+                self._insert_lineage(build_id, lineage)
             if node_rows:
                 self._con.executemany(
                     "INSERT INTO build_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", node_rows
@@ -551,6 +595,60 @@ class PrivateStore:
                 [build_id, tree_digest],
             )
             self._con.execute("COMMIT")
+
+    def _insert_lineage(self, build_id: str, lineage: BuildLineage) -> None:
+        links = [
+            (build_id, lineage.previous_build_id, k.facet, k.level, k.cluster_id,
+             k.previous_cluster_id, k.relation, k.overlap, k.n_shared_conversations,
+             k.n_shared_users)
+            for k in lineage.links
+        ]  # fmt: skip
+        if links:
+            self._con.executemany(
+                "INSERT INTO lineage VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", links
+            )
+        previous = lineage.previous_build_id
+        roots = [(build_id, cid, rb, rn, previous) for cid, (rb, rn) in lineage.roots.items()]
+        if roots:
+            self._con.executemany("INSERT INTO lineage_roots VALUES (?, ?, ?, ?, ?)", roots)
+
+    def build_lineage(self, build_id: str) -> BuildLineage | None:
+        """The build's links to the build before it and every node's root (None for a
+        build recorded without lineage)."""
+        root_rows = self.execute(
+            "SELECT cluster_id, root_build_id, root_cluster_id, previous_build_id "
+            "FROM lineage_roots WHERE build_id = ?",
+            [build_id],
+        )
+        if not root_rows:
+            return None
+        rows = self.execute(
+            "SELECT facet, level, cluster_id, previous_cluster_id, relation, overlap, "
+            "n_shared_conversations, n_shared_users FROM lineage WHERE build_id = ? "
+            "ORDER BY facet, level, cluster_id, previous_cluster_id",
+            [build_id],
+        )
+        return BuildLineage(
+            root_rows[0][3],
+            [Link(*r) for r in rows],
+            {cid: (rb, rn) for cid, rb, rn, _ in root_rows},
+        )
+
+    def build_item_counts(self, build_id: str) -> dict[str, int]:
+        """facet -> facet texts the full build itself clustered (its own assignments)."""
+        rows = self.execute(
+            "SELECT facet, count(*) FROM assignments WHERE run_id = ? GROUP BY facet", [build_id]
+        )
+        return {facet: int(n) for facet, n in rows}
+
+    def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        """conversation id -> content hash, without loading any text."""
+        rows = self.execute(
+            "SELECT conversation_id, content_hash FROM conversations "
+            "WHERE conversation_id IN (SELECT unnest(?))",
+            [list(ids)],
+        )
+        return dict(rows)
 
     def current_build(self) -> tuple[str, str] | None:
         """(build_id, tree_digest) of the most recent full build, if any."""

@@ -312,3 +312,37 @@ def test_kmeans_plus_plus_seeding_sample_is_capped_and_float64(monkeypatch):
     kmeans_plus_plus_seeds(points, 10, seed=0)  # 200 rows, capped at 50
     kmeans_plus_plus_seeds(points, 60, seed=0)  # never fewer rows than centroids
     assert seen == [(40, np.float64), (50, np.float64), (60, np.float64)]
+
+
+def test_warm_start_from_a_fit_keeps_its_partition_where_another_seed_does_not():
+    """Unstructured data, where k-means' answer depends on its seeds: started from an
+    earlier fit's centroids, a fit with another seed (and the rows in another order)
+    lands on the same partition; the control without warm start does not."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(600, 16)).astype(np.float32)
+    config = ClusterConfig(target_cluster_size=30, merge_unseparated=False, seed=0)
+    labels, centroids = build_clusterer(config).fit(vectors)
+    order = rng.permutation(len(vectors))
+
+    def same_partition(other: np.ndarray) -> bool:
+        pairs = {(int(a), int(b)) for a, b in zip(labels[order], other, strict=True)}
+        return len(pairs) == len(set(labels.tolist())) == len(set(other.tolist()))
+
+    other_seed = config.model_copy(update={"seed": 7})
+    warm = build_clusterer(other_seed)
+    warm.warm_start(centroids, len(vectors))
+    warm_labels, _ = warm.fit(vectors[order])
+    assert same_partition(warm_labels)
+    cold_labels, _ = build_clusterer(other_seed).fit(vectors[order])
+    assert not same_partition(cold_labels)
+
+
+def test_warm_start_adds_the_clusters_growth_asks_for():
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(300, 8)).astype(np.float32)
+    config = ClusterConfig(target_cluster_size=30, merge_unseparated=False)
+    _, centroids = build_clusterer(config).fit(vectors[:240])
+    warm = build_clusterer(config)
+    warm.warm_start(centroids, 240)
+    labels, _ = warm.fit(vectors)
+    assert int(labels.max()) + 1 == len(centroids) + 2  # k from 300 (10) minus from 240 (8)

@@ -104,6 +104,8 @@ def _released(out: Path) -> dict[str, list[list[Any]]]:
         "clusters": "SELECT * FROM clusters ORDER BY run_id, facet, level, cluster_id",
         "facet_breakdowns": "SELECT * FROM facet_breakdowns "
         "ORDER BY run_id, cluster_id, facet, value",
+        "cluster_lineage": "SELECT * FROM cluster_lineage "
+        "ORDER BY run_id, cluster_id, previous_cluster_id",
     }
     with duckdb.connect(str(out / "insights.duckdb"), read_only=True) as con:
         return {

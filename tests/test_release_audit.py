@@ -350,3 +350,24 @@ def test_a_duckdb_file_without_the_contract_is_not_a_released_store(tmp_path):
         connection.execute("CREATE TABLE runs (run_id VARCHAR)")
     with pytest.raises(NotAReleasedStore, match="not a released store"):
         audit_release(other)
+
+
+def test_a_keyed_id_of_decimal_digits_is_no_position():
+    """A keyed id's 12 hex digits may all be decimal: it is not numbered by position, so
+    there are no gaps below it (and counting them would never end)."""
+    from clio.release_audit.history import Run
+    from clio.release_audit.within_run import _missing_ids
+
+    def run_of(*ids: str) -> Run:
+        row = RunRow("r", datetime(2024, 1, 1), datetime(2024, 1, 1), "c", 5, 5, 5, 0, 5,
+                     0, 0, 0, 0)  # fmt: skip
+        return Run(row, {
+            cid: ReleasedCluster("request", 0, cid, None, "n", "d", [], 5, 5, 1.0, None, 0, 0)
+            for cid in ids
+        })  # fmt: skip
+
+    assert _missing_ids(run_of("request-L0-009123456789", "request-L0-3a2a9d00f4f6"),
+                        "request", 0) == []  # fmt: skip
+    assert _missing_ids(run_of("request-L0-000", "request-L0-002"), "request", 0) == [
+        "request-L0-001"
+    ]

@@ -334,6 +334,7 @@ def test_only_the_documented_routes_exist(release):
     app = create_app(release.path)
     assert sorted(route.path for route in app.routes) == [
         "/",
+        "/changes",
         "/cluster/{cluster_id}",
         "/map",
         "/search",

@@ -157,6 +157,43 @@ def test_served_page_in_chromium(browser, release, watched):
     assert hosts == {urlsplit(base).netloc}  # nothing from a CDN or anywhere else
 
 
+def test_what_changed_in_chromium(browser, release, watched):
+    """The served page's "What changed" view: the latest run against the one before,
+    reached from the top bar and from a cluster's history (the exported file has none)."""
+    from playwright.sync_api import expect
+
+    page = watched.page
+    before, now = release.clusters(0), release.clusters(-1)
+    grown = sorted(
+        (c for cid, c in now.items() if cid in before and c.n_users > before[cid].n_users),
+        key=lambda c: (before[c.cluster_id].n_users - c.n_users, c.cluster_id),
+    )
+    with running_server(release.path) as base:
+        page.goto(base + "/")
+        page.click("text=What changed")
+        expect(page.locator("h1")).to_have_text("What changed")
+        expect(page.locator("#changes-against")).to_contain_text(release.runs[0][0].run_id)
+        new_rows = page.locator("#changes-new tbody tr")
+        expect(new_rows).to_have_count(len(now.keys() - before.keys()))
+        expect(page.locator(f'#changes-new [data-cluster-id="{NEW_IN_SECOND_RUN}"]')).to_have_count(
+            1
+        )
+        first_grown = page.locator("#changes-grown tbody tr").first
+        expect(first_grown).to_have_attribute("data-cluster-id", grown[0].cluster_id)
+        expect(first_grown).to_contain_text(
+            f"+{grown[0].n_users - before[grown[0].cluster_id].n_users}"
+        )
+        watched.shot("changes")
+        first_grown.get_by_role("link").click()
+        expect(page.locator("#cluster-name")).to_have_text(grown[0].name)
+        page.click("#what-changed")
+        expect(page.locator("h1")).to_have_text("What changed")
+        # The first run has nothing to compare with.
+        page.goto(base + f"/changes?run={release.runs[0][0].run_id}")
+        expect(page.locator("#changes-against")).to_contain_text("first released run")
+    assert watched.errors == []
+
+
 def test_exported_file_in_chromium(browser, release, watched, tmp_path):
     exported = export_html(release.path, tmp_path / "clio-insights.html").path
     browse(watched, release, exported.as_uri(), "export-")

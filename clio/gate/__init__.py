@@ -51,12 +51,17 @@ or call the private `result._seal` as `apply_gate` does. The rules, in order:
    only by 0 or at least `min_users` users and `min_conversations` conversations, and
    (whole minus shown parts) likewise; otherwise the previous figure is carried
    (`change_below_threshold_carried`), a carried cluster with its subtree and cells as
-   then. The run row's totals follow the same rule (`clio.pipeline.publish`).
+   then. Lineage keeps ids across rebuilds, so the rule holds there too; a kept cluster
+   whose previous figures no longer fit the new tree is withheld
+   (`change_not_carryable_withheld`). The run row's totals follow the same rule
+   (`clio.pipeline.publish`). `cluster_lineage` links a split or merge only where the two
+   clusters share at least the thresholds.
 7. Derived numbers, ids and the map (`numbers`, `public`). `concern_mean` is the mean of
    the released `concerning` cells (DP off), `share`'s denominator the distinct
    conversations of the facet's top clusters, positions are centred on, and parents
-   placed among, released clusters only, and released ids are a keyed hash of the build
-   and the node, so none of them reveals a suppressed group or where one was.
+   placed among, released clusters only, and released ids are a keyed hash of the
+   cluster's lineage root (the build and node it descends from, `clio.lineage`), so none
+   of them reveals a suppressed group or where one was.
 
 The hidden-part rule (2 and 3) also checks what the released figures alone give: the
 whole's count minus the sum of the released parts' counts, users and conversations. Users

@@ -23,7 +23,13 @@ from clio.gate.numbers import (
     released_concern,
     true_numbers,
 )
-from clio.gate.public import PublicId, released_positions, rename_ids
+from clio.gate.public import (
+    LineageCandidate,
+    PublicId,
+    released_lineage,
+    released_positions,
+    rename_ids,
+)
 from clio.gate.result import GateResult, _seal
 from clio.gate.state import GateState
 from clio.gate.text import (
@@ -71,6 +77,7 @@ def apply_gate(
     seed: int = 0,
     public_id: PublicId | None = None,
     previous: PreviousRelease | None = None,
+    lineage: Sequence[LineageCandidate] = (),
 ) -> GateResult:
     """Decide what of `clusters` may be released, and compute the released rows.
 
@@ -88,6 +95,8 @@ def apply_gate(
     released id (rule 7; `clio.gate.public.keyed_ids`; without it the private ids are
     kept, which only tests do). `previous` is what earlier runs released of these ids
     (rule 6, `clio.released.previous_release`); without it there is nothing to carry.
+    `lineage` are the links to the previous run's released clusters that may be released
+    (`clio.gate.public.released_lineage`: only links of clusters released now).
     """
     nodes = build_nodes(clusters, conversation_users)
     suppressed: Counter[str] = Counter()
@@ -161,6 +170,7 @@ def apply_gate(
         concern_facet if dp_report is None else None,
     )  # fmt: skip
     check_released_numbers(rows, breakdowns, previous, config, exact=dp_report is None)
+    links = released_lineage(lineage, [n.cluster for n in nodes.values()], rows, public_id, config)
     result = _seal(
         GateResult(
             rows,
@@ -168,6 +178,7 @@ def apply_gate(
             {k: v for k, v in sorted(suppressed.items()) if v},
             dict(sorted(vetter.counts.items())),
             dp_report.as_manifest() if dp_report is not None else None,
+            links,
         )
     )
     log.info(

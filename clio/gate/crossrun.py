@@ -19,13 +19,25 @@ cell whose difference with its previous release must be 0 or releasable:
   else the smallest changed part is carried (complementary suppression of changes), and
   with none left the whole is carried.
 
+Lineage (`clio.lineage`) lets a new build's cluster keep its previous id, so the rule
+holds across full runs and rebuilds too; there the tree around a kept cluster may change
+and its members may leave. A carried cluster the new build put under another parent is
+shown with its previous figures under its parent now, and two cases are withheld rather
+than carried: a carried part above its whole's figure (the whole shrank), and a carried
+part that leaves a new whole minus its shown parts at 1 to min - 1 (a new parent over a
+kept child).
+The previous release brings, beside each id's latest row, the rows its run showed with it
+that this run may lack (children and the facet's tops a new build dropped), so the hidden
+difference is formed as an analyst forms it.
+
 Only ever carrying or withholding, so the passes end. The previous figure is the one the
 latest earlier release of each id shows, carried figures included: the figures of an id
-then change in steps, each at least the thresholds, and since a build's memberships only
-grow (conversations join, none leave; a full build gets new ids), the difference
-between any two releases of an id, not only consecutive ones, is a sum of such steps of
-one sign, so also at least the thresholds. A cluster released before and suppressed now
-is simply gone; a cell that newly appears differs from "absent" by its own thresholds.
+then change between consecutive releases in steps, each at least the thresholds. Within
+one build memberships only grow, so the difference between any two releases of an id is
+a sum of steps of one sign, so also at least the thresholds; across builds members may
+also leave, and two steps of opposite sign can differ by less (see docs/PRIVACY.md, known
+limits). A cluster released before and suppressed now is simply gone; a cell that newly
+appears differs from "absent" by its own thresholds.
 """
 
 from __future__ import annotations
@@ -35,7 +47,11 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from clio.config import PrivacyConfig
-from clio.gate.reasons import CHANGE_BELOW_THRESHOLD_CARRIED, NEW_UNDER_CARRIED_WITHHELD
+from clio.gate.reasons import (
+    CHANGE_BELOW_THRESHOLD_CARRIED,
+    CHANGE_NOT_CARRIED_WITHHELD,
+    NEW_UNDER_CARRIED_WITHHELD,
+)
 from clio.released import PreviousRelease, ReleasedBreakdown, ReleasedCluster
 
 # An item: ("cluster", id), ("cell", id, facet, value) or ("total", facet).
@@ -82,6 +98,14 @@ def carry_changes(
             before[("total", facet)] = (None, old_total)
 
     groups = _groups(rows, previous, by_id, now, before)
+    # Every previous figure, also of items not in this run (a part shown with its whole
+    # before, which a new build dropped or suppressed now).
+    released: dict[Key, Figure] = {
+        ("cluster", cid): (c.n_users, c.n_conversations) for cid, c in previous.clusters.items()
+    }
+    released |= {
+        ("cell", *key): (b.n_users, b.n_conversations) for key, b in previous.cells.items()
+    }
     status = {key: _own_status(now[key], before.get(key), config) for key in now}
     final = {key: before[key] if status[key] == CARRIED else now[key] for key in now}
 
@@ -94,30 +118,60 @@ def carry_changes(
             final[key] = before[key]
         return True
 
+    def withhold(key: Key) -> bool:
+        if status[key] == WITHHELD:
+            return False
+        status[key] = WITHHELD
+        return True
+
     changed = True
     while changed:
         changed = False
         for whole, parts, parts_before in groups:
-            if status[whole] in (CARRIED, WITHHELD):
+            if status[whole] == WITHHELD:
+                for part in parts:
+                    changed |= withhold(part)
+                continue
+            if status[whole] == CARRIED:
                 for part in parts:
                     changed |= carry(part)
                 continue
+            for part in parts:
+                if status[part] == CARRIED and _exceeds(final[part], final[whole]):
+                    changed |= withhold(part)  # a carried part above its whole's figure
+            carried = sorted(
+                (p for p in parts if status[p] == CARRIED),
+                key=lambda p: (final[p][1], final[p][0] or 0, p),
+            )
+            shown = [p for p in parts if status[p] != WITHHELD]
             if whole not in before:
-                continue  # released for the first time: the single-release rules cover it
+                # Released for the first time: the single-release rules cover its current
+                # figures, but beside a carried part (a new build's new parent over a kept
+                # child) whole minus its shown parts must still be 0 or releasable.
+                if carried and not _hidden_part_ok(whole, shown, final, config):
+                    changed |= withhold(carried[0])
+                continue
             shown = [p for p in parts if status[p] != WITHHELD]
             if not shown:
                 continue  # nothing to subtract: the whole's own change is checked
-            if _hidden_change_ok(whole, shown, parts_before, final, before, config):
-                continue
-            movable = sorted(
-                (p for p in shown if status[p] == CHANGED),
-                key=lambda p: (final[p][1], final[p][0] or 0, p),
-            )
-            changed |= carry(movable[0] if movable else whole)
+            if not _hidden_change_ok(
+                whole, shown, parts_before, final, {**released, **before}, config
+            ):
+                movable = sorted(
+                    (p for p in shown if status[p] == CHANGED),
+                    key=lambda p: (final[p][1], final[p][0] or 0, p),
+                )
+                changed |= carry(movable[0] if movable else whole)
+            elif carried and not _hidden_part_ok(whole, shown, final, config):
+                # Carried and current figures side by side (members left or moved in a new
+                # build): whole minus its shown parts must still be 0 or releasable.
+                changed |= withhold(carried[0])
 
     for key, state in status.items():
         if state == CARRIED and now[key] != before[key]:
             counts[CHANGE_BELOW_THRESHOLD_CARRIED] += 1
+        elif state == WITHHELD and key in before:
+            counts[CHANGE_NOT_CARRIED_WITHHELD] += 1
         elif state == WITHHELD:
             counts[NEW_UNDER_CARRIED_WITHHELD] += 1
 
@@ -136,15 +190,28 @@ def carry_changes(
         if status[("cluster", c.cluster_id)] == CARRIED
         and (c.parent_id is None or status[("cluster", c.parent_id)] != CARRIED)
     ]
-    past = _past_subtrees(previous, carried_roots)
+    now_shown = {c.cluster_id for c in rows if status[("cluster", c.cluster_id)] != CARRIED}
+    past = _past_subtrees(previous, carried_roots, skip=now_shown)
     released_cells += [b for key, b in previous.cells.items() if key[0] in past]
-    return shown + [previous.clusters[cid] for cid in sorted(past)], released_cells, totals
+    # A carried cluster a new build put under another parent keeps its figures, not its
+    # place: it is shown under its parent now (which is shown: a carried or withheld
+    # parent would have carried or withheld it too).
+    roots = set(carried_roots)
+    carried = [
+        replace(previous.clusters[cid], parent_id=by_id[cid].parent_id)
+        if cid in roots
+        else previous.clusters[cid]
+        for cid in sorted(past)
+    ]
+    return shown + carried, released_cells, totals
 
 
-def _past_subtrees(previous: PreviousRelease, roots: Sequence[str]) -> set[str]:
+def _past_subtrees(previous: PreviousRelease, roots: Sequence[str], skip: set[str]) -> set[str]:
     """The ids of each root's subtree as the root's previous release showed it: a carried
     cluster is shown exactly as then, with its children and cells of that run (also those
-    suppressed now: a cell or child vanishing would show that the cluster changed)."""
+    suppressed now: a cell or child vanishing would show that the cluster changed), but
+    for the children in `skip` (this run's clusters that are not carried: a child a new
+    build moved elsewhere, or withheld) and theirs."""
     children: dict[str, list[str]] = defaultdict(list)
     for cid, c in previous.clusters.items():
         if c.parent_id is not None:
@@ -155,7 +222,7 @@ def _past_subtrees(previous: PreviousRelease, roots: Sequence[str]) -> set[str]:
         cid = todo.pop()
         subtree.add(cid)
         run = previous.run_of[cid]
-        todo += [k for k in children[cid] if previous.run_of[k] == run]
+        todo += [k for k in children[cid] if previous.run_of[k] == run and k not in skip]
     return subtree
 
 
@@ -170,6 +237,13 @@ def _previous_total(previous: PreviousRelease, facet: str) -> int | None:
         return None
     latest = max(run for run, _ in tops)
     return facet_total([c for run, c in tops if run == latest], facet)
+
+
+def _exceeds(part: Figure, whole: Figure) -> bool:
+    """Whether a part's figure is above its whole's (possible once a part is carried while
+    its whole shrank, as memberships can in a new build)."""
+    users = part[0] is not None and whole[0] is not None and part[0] > whole[0]
+    return users or part[1] > whole[1]
 
 
 def _own_status(now: Figure, before: Figure | None, config: PrivacyConfig) -> str:
@@ -260,6 +334,19 @@ def _groups(
                     )
                 )
     return groups
+
+
+def _hidden_part_ok(
+    whole: Key, shown: Sequence[Key], final: dict[Key, Figure], config: PrivacyConfig
+) -> bool:
+    """Whether whole minus its shown parts is 0 or releasable in this release's figures."""
+    conversations = final[whole][1] - sum(final[p][1] for p in shown)
+    if conversations != 0 and abs(conversations) < config.min_conversations:
+        return False
+    if final[whole][0] is None:
+        return True
+    users = final[whole][0] - sum(final[p][0] or 0 for p in shown)
+    return users == 0 or abs(users) >= config.min_users
 
 
 def _hidden_change_ok(

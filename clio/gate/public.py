@@ -2,11 +2,13 @@
 
 Ids. The private trees number their nodes by position (`<facet>-L<level>-<NNN>`), so
 released ids with gaps would show how many clusters were suppressed and where. Released
-ids are `<facet>-L<level>-<HMAC(key, build id, node id)>`: the key is a secret of the
-private store, so the ids can neither be enumerated nor ordered; the same node of the
-same build keeps its id across the build's incremental runs (so `run_changes` and the
-page's history follow it), and a new full build gets new ids (its clusters are new
-clusters, and memberships of one id then only ever grow, which rule 6 relies on).
+ids are `<facet>-L<level>-<HMAC(key, root build id, root node id)>`: the key is a secret of
+the private store, so the ids can neither be enumerated nor ordered. The root is the
+node the cluster descends from (`clio.lineage`): the same node of the same build keeps its
+id across the build's incremental runs, and a cluster of a new build matched one-to-one
+to a cluster of the previous build inherits that cluster's root, so `run_changes` and the
+page's history follow it across full runs and rebuilds; an unmatched cluster is its own
+root, with a new id. Rule 6 then compares each id's figures across rebuilds too.
 
 Positions. The private map is centred on, and scaled by, all base clusters, and a parent
 sits at the mean of all its base clusters, so one suppressed cluster's position would be
@@ -24,10 +26,12 @@ import hashlib
 import hmac
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+from clio.config import PrivacyConfig
+from clio.lineage import KEPT, Root
 from clio.records import Cluster
-from clio.released import ReleasedBreakdown, ReleasedCluster
+from clio.released import ReleasedBreakdown, ReleasedCluster, ReleasedLineage
 
 PublicId = Callable[[Cluster], str]
 
@@ -38,15 +42,67 @@ def release_id_key(pseudonym_key: str) -> bytes:
     return hmac.new(pseudonym_key.encode(), b"release ids", "sha256").digest()
 
 
-def keyed_ids(key: bytes, build_id: str) -> PublicId:
-    """Released id of a node of the build `build_id`, keyed by the private store's `key`."""
+def keyed_ids(key: bytes, build_id: str, roots: Mapping[str, Root] | None = None) -> PublicId:
+    """Released id of a node of the build `build_id`, keyed by the private store's `key`:
+    a hash of the node's lineage root in `roots` (node id -> (build id, node id)), the
+    node itself when it has none."""
+    known = dict(roots or {})
 
     def public_id(cluster: Cluster) -> str:
-        message = f"{build_id}\x1f{cluster.cluster_id}".encode()
+        root_build, root_node = known.get(cluster.cluster_id, (build_id, cluster.cluster_id))
+        message = f"{root_build}\x1f{root_node}".encode()
         digest = hmac.new(key, message, hashlib.sha256).hexdigest()[:12]
         return f"{cluster.facet}-L{cluster.level}-{digest}"
 
     return public_id
+
+
+@dataclass(frozen=True)
+class LineageCandidate:
+    """A link the gate may release: a cluster of this run (its private id) and a cluster
+    the previous run released, with how many users and conversations the two share
+    (0 for `kept`: the same id, whose figures rule 6 already compares)."""
+
+    cluster_id: str
+    previous_run_id: str
+    previous_cluster_id: str  # released id
+    relation: str
+    n_shared_users: int = 0
+    n_shared_conversations: int = 0
+
+
+def released_lineage(
+    candidates: Sequence[LineageCandidate],
+    clusters: Sequence[Cluster],
+    rows: Sequence[ReleasedCluster],
+    public_id: PublicId | None,
+    config: PrivacyConfig,
+) -> list[ReleasedLineage]:
+    """The `cluster_lineage` rows: candidates whose cluster is released now (its final
+    row), and for a split or merge, whose shared part reaches the thresholds (a smaller
+    one would say a small group moved between the two)."""
+    private = {c.cluster_id: c for c in clusters}
+    released = {c.cluster_id for c in rows}
+    out: dict[tuple[str, str], ReleasedLineage] = {}
+    for k in candidates:
+        if k.cluster_id not in private:
+            continue
+        cid = public_id(private[k.cluster_id]) if public_id is not None else k.cluster_id
+        if cid not in released:
+            continue
+        if k.relation == KEPT:
+            if cid != k.previous_cluster_id:
+                continue
+        elif cid == k.previous_cluster_id or (
+            k.n_shared_users < config.min_users
+            or k.n_shared_conversations < config.min_conversations
+        ):
+            continue
+        out.setdefault(
+            (cid, k.previous_cluster_id),
+            ReleasedLineage(cid, k.previous_run_id, k.previous_cluster_id, k.relation),
+        )
+    return [out[key] for key in sorted(out)]
 
 
 def rename_ids(

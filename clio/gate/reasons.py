@@ -20,6 +20,8 @@ KEYWORD_NOT_SELECTED_DP = "keyword_not_selected_dp"
 # Rule 6 (across runs): a figure kept from the previous release, a new item under one.
 CHANGE_BELOW_THRESHOLD_CARRIED = "change_below_threshold_carried"
 NEW_UNDER_CARRIED_WITHHELD = "new_under_carried_withheld"
+# Rule 6 across builds: a kept cluster whose previous figures no longer fit the new tree.
+CHANGE_NOT_CARRIED_WITHHELD = "change_not_carryable_withheld"
 # Text failures: f"{kind}_withheld_{reason}" with kind in text, keyword, cell_value.
 PII, RARE_WORD, AUDIT, AUDIT_ERROR = "pii", "rare_word", "audit", "audit_error"
 # A name or description with a word that 1 to min_users - 1 users of its cluster wrote.

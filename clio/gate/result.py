@@ -32,11 +32,12 @@ import secrets
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from clio.released import ReleasedBreakdown, ReleasedCluster
+from clio.released import ReleasedBreakdown, ReleasedCluster, ReleasedLineage
 
 _KEY = secrets.token_bytes(32)  # this process's sealing key; never exported or stored
 _CLUSTER_COLUMNS = tuple(f.name for f in fields(ReleasedCluster))
 _BREAKDOWN_COLUMNS = tuple(f.name for f in fields(ReleasedBreakdown))
+_LINEAGE_COLUMNS = tuple(f.name for f in fields(ReleasedLineage))
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class GateResult:
     suppressed: dict[str, int] = field(default_factory=dict)  # counts by reason, only > 0
     text_checks: dict[str, int] = field(default_factory=dict)  # what the text checks did
     dp: dict[str, Any] | None = None  # the DP budget and mechanisms, when DP is on
+    lineage: list[ReleasedLineage] = field(default_factory=list)  # links to the run before
     seal: str = field(default="", repr=False, compare=False)  # HMAC of the above, or ""
 
 
@@ -86,6 +88,7 @@ def _digest(result: GateResult) -> str:
         "suppressed": result.suppressed,
         "text_checks": result.text_checks,
         "dp": result.dp,
+        "lineage": [_row(k, _LINEAGE_COLUMNS) for k in result.lineage],
     }
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=repr)
     return hmac.new(_KEY, text.encode(), hashlib.sha256).hexdigest()

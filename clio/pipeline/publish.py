@@ -17,15 +17,23 @@ from clio.audit import KeywordRenamer, audit_texts
 from clio.config import FacetConfig, LLMConfig, PrivacyConfig, RunConfig, ScrubConfig
 from clio.dp_ledger import record_spend
 from clio.gate import GateResult, TextCheck, apply_gate
-from clio.gate.public import PublicId, keyed_ids, release_id_key
+from clio.gate.public import LineageCandidate, PublicId, keyed_ids, release_id_key
+from clio.lineage import KEPT, MERGED, RELATIONS
 from clio.llm.client import StructuredLLM
 from clio.pipeline.components import hmac_key, llm_for, scrubber_for
 from clio.pipeline.stages import usage_of
 from clio.records import Cluster, FacetValue
 from clio.release import write_release
-from clio.released import CONCERN_FACET, PreviousRelease, RunRow, previous_release, previous_run
+from clio.released import (
+    CONCERN_FACET,
+    PreviousRelease,
+    RunRow,
+    previous_release,
+    previous_run,
+    released_sizes,
+)
 from clio.scrub import Scrubber
-from clio.store import PrivateStore
+from clio.store import BuildLineage, PrivateStore
 
 
 @dataclass(frozen=True)
@@ -89,10 +97,11 @@ def gate_clusters(
     llm: StructuredLLM | None,
     public_id: PublicId | None = None,
     previous: PreviousRelease | None = None,
+    lineage: Sequence[LineageCandidate] = (),
 ) -> GateResult:
     """Apply the gate with the run's checks: the re-scan when the privacy config asks for
-    it, and with an `llm`, the privacy audit and keyword renaming; `public_id` and
-    `previous` as `apply_gate` takes them."""
+    it, and with an `llm`, the privacy audit and keyword renaming; `public_id`,
+    `previous` and `lineage` as `apply_gate` takes them."""
     has_concern = any(f.name == CONCERN_FACET for f in settings.facets)
     return apply_gate(
         clusters,
@@ -112,7 +121,47 @@ def gate_clusters(
         seed=settings.seed,
         public_id=public_id,
         previous=previous,
+        lineage=lineage,
     )
+
+
+def lineage_candidates(
+    clusters: Sequence[Cluster],
+    public_id: PublicId,
+    lineage: BuildLineage | None,
+    previous_public_id: PublicId | None,
+    previous_run_id: str | None,
+    previously_released: Collection[str],
+) -> list[LineageCandidate]:
+    """The links this run may release to the run before it: `kept` for every cluster
+    whose id that run released, and the build's `split` and `merged` links to clusters
+    it released (with the previous build's ids, `previous_public_id`)."""
+    if previous_run_id is None:
+        return []
+    out = [
+        LineageCandidate(c.cluster_id, previous_run_id, public_id(c), KEPT)
+        for c in clusters
+        if public_id(c) in previously_released
+    ]
+    if lineage is None or previous_public_id is None:
+        return out
+    for link in lineage.links:
+        if link.relation == KEPT:
+            continue
+        node = Cluster(link.facet, link.level, link.previous_cluster_id, None, [])
+        before = previous_public_id(node)
+        if before in previously_released:
+            out.append(
+                LineageCandidate(
+                    link.cluster_id,
+                    previous_run_id,
+                    before,
+                    link.relation,
+                    link.n_shared_users,
+                    link.n_shared_conversations,
+                )
+            )
+    return out
 
 
 def release_summary(clusters_built: int, result: GateResult) -> dict[str, Any]:
@@ -127,6 +176,34 @@ def release_summary(clusters_built: int, result: GateResult) -> dict[str, Any]:
         "breakdown_cells_released": len(result.breakdowns),
         "suppressed": dict(sorted(result.suppressed.items())),
         "text_checks": dict(sorted(result.text_checks.items())),
+    }
+
+
+def lineage_summary(
+    result: GateResult, previous_run_id: str | None, sizes_before: dict[str, tuple[int, int]]
+) -> dict[str, Any] | None:
+    """The release against the run before it, from released rows only: clusters by
+    relation (`kept`, `split`, `merged` links, `new` and `gone` clusters) and survival,
+    the share of the previous release's base clusters, weighted by their released users,
+    whose id is released again. None for a store's first run."""
+    if previous_run_id is None:
+        return None
+    now = {c.cluster_id for c in result.clusters}
+    linked = {k.cluster_id for k in result.lineage}
+    merged = {k.previous_cluster_id for k in result.lineage if k.relation == MERGED}
+    relations = {r: sum(1 for k in result.lineage if k.relation == r) for r in RELATIONS}
+    base = {cid: users for cid, (level, users) in sizes_before.items() if level == 0}
+    total = sum(base.values())
+    return {
+        "previous_run_id": previous_run_id,
+        "clusters_by_relation": {
+            **relations,
+            "new": len(now - linked),
+            "gone": len(set(sizes_before) - now - merged),
+        },
+        "survival_by_users": (
+            round(sum(u for cid, u in base.items() if cid in now) / total, 4) if total else None
+        ),
     }
 
 
@@ -168,21 +245,44 @@ def release_run(
     """Gate this run's trees and add the result, with `run` (plus the gate's LLM use),
     to the released store.
 
-    Released ids are keyed by a key derived from the pseudonym key and `build_id`
-    (the build the trees belong to: this run's id for a full build), and the gate
+    Released ids are a keyed hash (the key derived from the pseudonym key) of each
+    cluster's lineage root in the build `build_id` (the build the trees belong to: this
+    run's id for a full build; `clio.lineage`), and the gate
     carries every change below the thresholds against the latest earlier release of
     these ids in the released store (rules 6 and 7 of `clio.gate`). `n_processed` is the
     number of conversations this run processed (all of them when not given)."""
     with PrivateStore(private_path) as store:
         key = release_id_key(hmac_key(settings.scrub, store))
-        public_id = keyed_ids(key, build_id if build_id is not None else run.run_id)
+        build = build_id if build_id is not None else run.run_id
+        lineage = store.build_lineage(build)
+        public_id = keyed_ids(key, build, lineage.roots if lineage is not None else None)
         ids = [public_id(c) for c in clusters]
         previous = previous_release(Path(released_path), ids, run.run_id)
+        before = previous_run(Path(released_path), run.run_id)
+        previous_public_id = None
+        if build == run.run_id and lineage is not None and lineage.previous_build_id:
+            earlier = store.build_lineage(lineage.previous_build_id)
+            previous_public_id = keyed_ids(
+                key, lineage.previous_build_id, earlier.roots if earlier is not None else None
+            )
+        sizes_before = (
+            released_sizes(Path(released_path), before.run_id) if before is not None else {}
+        )
+        candidates = lineage_candidates(
+            clusters,
+            public_id,
+            lineage if build == run.run_id else None,
+            previous_public_id,
+            before.run_id if before is not None else None,
+            sizes_before,
+        )
         users = store.user_pseudonyms(conversation_ids)
         facet_values = facet_values_by_conversation(users, store.get_facets(conversation_ids))
         # The auditor and the renamer share the run's LLM cache, so a re-run asks nothing again.
         llm = llm_for(settings.llm, store) if settings.privacy.audit_released_text else None
-        result = gate_clusters(clusters, users, facet_values, settings, llm, public_id, previous)
+        result = gate_clusters(
+            clusters, users, facet_values, settings, llm, public_id, previous, candidates
+        )
     usage = usage_of(llm)
     run = replace(
         run,
@@ -192,10 +292,14 @@ def release_run(
         output_tokens=run.output_tokens + usage["output_tokens"],
     )
     processed = n_processed if n_processed is not None else len(conversation_ids)
-    run = protect_run_row(run, previous_run(Path(released_path), run.run_id), processed)
+    run = protect_run_row(run, before, processed)
     dp = result.dp
     if dp is not None:
         with PrivateStore(private_path) as store:
             dp = {**dp, **record_spend(store, run.run_id, dp).as_manifest(settings.privacy)}
     write_release(Path(released_path), run, result)
-    return Released(release_summary(len(clusters), result), dp, usage)
+    summary = release_summary(len(clusters), result)
+    summary["lineage"] = lineage_summary(
+        result, before.run_id if before is not None else None, sizes_before
+    )
+    return Released(summary, dp, usage)

@@ -297,6 +297,7 @@ def run_pipeline(
                 private_path=str(paths.private),
                 run_id=run_id,
                 shape_digest=shape,
+                lineage_config=config.lineage,
             )
             clusters = trees.clusters
             add_usage(usage, trees.usage)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from clio.config import (
     EmbedConfig,
     FacetConfig,
     IngestConfig,
+    LineageConfig,
     LLMConfig,
     ScrubConfig,
 )
@@ -31,12 +32,13 @@ from clio.facets import example_outputs, extract_facets
 from clio.hierarchy import TreeSettings, base_cluster_of_items, build_facet_tree
 from clio.incremental import base_centroids, tree_from_build
 from clio.ingest import ingest
+from clio.lineage import LineageNode, inherited_roots, match_builds, same_names
 from clio.llm.client import StructuredLLM
 from clio.llm.client import Usage as LLMUsage
 from clio.pipeline.components import embedder_for, hmac_key, key_fingerprint, llm_for, scrubber_for
 from clio.records import Cluster, FacetValue, QuarantineRecord
 from clio.scrub import scrub_conversations, scrub_workers
-from clio.store import BuildNode, LayeredCache, PrivateStore
+from clio.store import BuildLineage, BuildNode, LayeredCache, PrivateStore
 
 log = logging.getLogger("clio.flow")
 
@@ -222,22 +224,112 @@ def build_trees(
     private_path: str,
     run_id: str,
     shape_digest: str,
+    lineage_config: LineageConfig | None = None,
 ) -> FacetTree:
     """Cluster, name and arrange every clustered facet of `conversation_ids` into a tree,
-    and keep the trees in the private store as this run's build."""
+    and keep the trees in the private store as this run's build, with its lineage to the
+    previous build (`clio.lineage`; none when `lineage_config` is off or absent). With
+    `settings.cluster.warm_start`, k-means starts from the previous build's centroids."""
     clusters: list[Cluster] = []
     nodes: list[BuildNode] = []
     usage: Usage = {}
     with PrivateStore(private_path) as store:
+        build = store.current_build()
+        previous = build[0] if build is not None else None
         values = store.get_facets(conversation_ids)
+        warm = _previous_centroids(store, previous) if settings.cluster.warm_start else {}
         for facet in clustered:
             items = facet_items(values, facet)
-            tree = _facet_tree(settings, embed_config, llm_config, facet, items, store, run_id)
+            tree = _facet_tree(
+                settings, embed_config, llm_config, facet, items, store, run_id, warm.get(facet)
+            )
             clusters.extend(tree.clusters)
             nodes.extend(tree.nodes)
             add_usage(usage, tree.usage)
-        store.put_build(run_id, shape_digest, nodes, conversation_ids)
+        lineage = None
+        if lineage_config is not None and lineage_config.enabled:
+            lineage = build_lineage(store, previous, clustered, clusters, run_id, lineage_config)
+            clusters, nodes = _keep_names(store, previous, lineage, clusters, nodes, lineage_config)
+        store.put_build(run_id, shape_digest, nodes, conversation_ids, lineage)
     return FacetTree(clusters, nodes, usage)
+
+
+def _previous_centroids(
+    store: PrivateStore, build_id: str | None
+) -> dict[str, tuple[np.ndarray, int]]:
+    """facet -> the build's base centroids, largest cluster first (node order), and the
+    number of facet texts the build clustered."""
+    if build_id is None:
+        return {}
+    by_facet: dict[str, list[np.ndarray]] = {}
+    for node in store.build_nodes(build_id):
+        if node.level == 0 and node.centroid is not None:
+            by_facet.setdefault(node.facet, []).append(node.centroid)
+    items = store.build_item_counts(build_id)
+    return {facet: (np.stack(rows), int(items.get(facet, 0))) for facet, rows in by_facet.items()}
+
+
+def build_lineage(
+    store: PrivateStore,
+    previous: str | None,
+    clustered: Sequence[str],
+    clusters: Sequence[Cluster],
+    run_id: str,
+    config: LineageConfig,
+) -> BuildLineage:
+    """The new build's links to the `previous` build (its tree with every conversation
+    incremental runs added) and each node's root, members compared by content hash."""
+    ids = [c.cluster_id for c in clusters]
+    if previous is None:
+        return BuildLineage(None, [], inherited_roots([], "", {}, run_id, ids))
+    before, _ = extended_build(store.path, previous, clustered, store)
+    members = sorted({m for c in [*before, *clusters] for m in c.member_ids})
+    hashes = store.content_hashes(members)
+    users = store.user_pseudonyms(members)
+    user_of = {hashes[m]: users[m] for m in members if m in hashes and m in users}
+
+    def as_nodes(tree: Sequence[Cluster]) -> list[LineageNode]:
+        return [
+            LineageNode(
+                c.facet,
+                c.level,
+                c.cluster_id,
+                frozenset(hashes[m] for m in c.member_ids if m in hashes),
+            )
+            for c in tree
+        ]
+
+    links = match_builds(as_nodes(before), as_nodes(clusters), config.min_overlap, user_of)
+    earlier = store.build_lineage(previous)
+    roots = inherited_roots(links, previous, earlier.roots if earlier else {}, run_id, ids)
+    return BuildLineage(previous, links, roots)
+
+
+def _keep_names(
+    store: PrivateStore,
+    previous: str | None,
+    lineage: BuildLineage,
+    clusters: list[Cluster],
+    nodes: list[BuildNode],
+    config: LineageConfig,
+) -> tuple[list[Cluster], list[BuildNode]]:
+    """Clusters whose members barely changed keep the previous build's name and
+    description (the gate vets them again, as any name)."""
+    keep = same_names(lineage.links, config.name_overlap)
+    if previous is None or not keep:
+        return clusters, nodes
+    old = {n.cluster_id: n for n in store.build_nodes(previous)}
+    texts = {cid: (old[p].name, old[p].description) for cid, p in keep.items() if p in old}
+    for cluster in clusters:
+        if cluster.cluster_id in texts:
+            cluster.name, cluster.description = texts[cluster.cluster_id]
+    renamed = [
+        replace(n, name=texts[n.cluster_id][0], description=texts[n.cluster_id][1])
+        if n.cluster_id in texts
+        else n
+        for n in nodes
+    ]
+    return clusters, renamed
 
 
 def _facet_tree(
@@ -248,6 +340,7 @@ def _facet_tree(
     items: FacetItems,
     store: PrivateStore,
     run_id: str,
+    warm_centroids: tuple[np.ndarray, int] | None = None,
 ) -> FacetTree:
     if not items.texts:
         log.info(f"cluster {facet}: no values to cluster")
@@ -264,6 +357,7 @@ def _facet_tree(
         vectors,
         llm,
         settings,
+        warm_centroids,
     )
     base = [node for node in tree if node.level == 0]
     base_of_item = base_cluster_of_items(tree)
@@ -350,15 +444,18 @@ def assign_increment(
 
 
 def extended_build(
-    private: Path, build_id: str, clustered: Sequence[str]
+    private: Path, build_id: str, clustered: Sequence[str], store: PrivateStore | None = None
 ) -> tuple[list[Cluster], dict[str, Any]]:
-    """The build's tree with every conversation assigned to it so far, and what waits."""
-    with PrivateStore(private) as store:
-        members: dict[str, set[str]] = {}
-        for facet in clustered:
-            members.update(store.base_members(build_id, facet))
-        nodes = [n for n in store.build_nodes(build_id) if n.facet in clustered]
-        items, conversations = store.unassigned_counts(build_id)
+    """The build's tree with every conversation assigned to it so far, and what waits
+    (read through `store` when the caller has it open)."""
+    if store is None:
+        with PrivateStore(private) as opened:
+            return extended_build(private, build_id, clustered, opened)
+    members: dict[str, set[str]] = {}
+    for facet in clustered:
+        members.update(store.base_members(build_id, facet))
+    nodes = [n for n in store.build_nodes(build_id) if n.facet in clustered]
+    items, conversations = store.unassigned_counts(build_id)
     summary = {
         "build_id": build_id,
         "unassigned_items_waiting": items,

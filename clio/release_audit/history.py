@@ -16,6 +16,7 @@ import duckdb
 from clio.released import (
     BREAKDOWNS_COLUMNS,
     CLUSTERS_COLUMNS,
+    REQUIRED_TABLES,
     RUNS_COLUMNS,
     TABLE_COLUMNS,
     NotAReleasedStore,
@@ -87,7 +88,8 @@ def _check_contract(connection: duckdb.DuckDBPyConnection, path: Path) -> None:
         "SELECT table_name, column_name FROM duckdb_columns() WHERE schema_name = 'main'"
     ).fetchall():
         found[table].add(column)
-    for table, columns in TABLE_COLUMNS.items():
+    for table in REQUIRED_TABLES:
+        columns = TABLE_COLUMNS[table]
         missing = [c for c in columns if c not in found.get(table, set())]
         if missing:
             raise NotAReleasedStore(

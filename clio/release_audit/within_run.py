@@ -240,6 +240,12 @@ def map_centring(runs: Sequence[Run]) -> list[Finding]:
     return findings
 
 
+# Positional numbers are written with at most this many digits (`NNN`, up to a million
+# clusters a level); a keyed id is 12 hex digits, which may all be decimal ones by chance
+# (then it is no position, and counting the numbers below it would take forever).
+POSITIONAL_DIGITS = 6
+
+
 def id_gaps(runs: Sequence[Run]) -> list[Finding]:
     """Positional ids `<facet>-L<level>-<NNN>` with numbers missing below a run's
     largest at that facet and level: each gap is a suppressed cluster, by its id."""
@@ -273,6 +279,7 @@ def _missing_ids(run: Run, facet: str, level: int) -> list[str]:
             and cluster.level == level
             and match["facet"] == facet
             and int(match["level"]) == level
+            and len(match["number"]) <= POSITIONAL_DIGITS
         ):
             numbers[int(match["number"])] = len(match["number"])
     if not numbers:

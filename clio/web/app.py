@@ -223,6 +223,23 @@ def create_app(db_path: Path | str, loopback_only: bool = False) -> FastAPI:
             },
         )
 
+    @get("/changes", response_class=HTMLResponse)
+    def changes_page(request: Request, run: str | None = None) -> HTMLResponse:
+        picked = _pick_run(store, run)
+        if picked.run is None:
+            raise HTTPException(404, "No run has been released yet.")
+        previous, changes = store.changes(picked.run.run_id)
+        return page(
+            request,
+            "changes.html",
+            {
+                **picked.context("/changes", {}),
+                "nav": "changes",
+                "previous_run_id": previous,
+                "groups": model.change_groups(changes),
+            },
+        )
+
     @get("/map", response_class=HTMLResponse)
     def map_page(
         request: Request,

@@ -20,6 +20,7 @@ from clio.released import (
     ReleasedBreakdown,
     ReleasedCluster,
 )
+from clio.web.released import Change
 
 SortKey = Literal["users", "conversations", "concern", "name"]
 SORT_KEYS: tuple[SortKey, ...] = ("users", "conversations", "concern", "name")
@@ -344,3 +345,50 @@ def _place_label(
 
 def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@dataclass(frozen=True)
+class ChangeGroup:
+    """One section of the "What changed" page."""
+
+    key: str
+    title: str
+    note: str
+    rows: list[Change]
+
+
+CHANGES_SHOWN = 10  # per section: the largest first
+
+
+def change_groups(changes: Sequence[Change]) -> list[ChangeGroup]:
+    """The run against the run before it, in sections: new clusters (split ones too), the
+    largest growth and shrinkage, concern going up, clusters gone (merged ones too). Every
+    change shown is one the gate released, so 0 or at least the thresholds (rule 6)."""
+    kept = [c for c in changes if c.status == "kept"]
+    return [
+        ChangeGroup(
+            "new", "New clusters", "released now, not in the run before (split: split off one)",
+            sorted((c for c in changes if c.status in ("new", "split")),
+                   key=lambda c: (-(c.n_users or 0), c.cluster_id))[:CHANGES_SHOWN],
+        ),
+        ChangeGroup(
+            "grown", "Largest growth", "more distinct users than in the run before",
+            sorted((c for c in kept if c.n_users_change > 0),
+                   key=lambda c: (-c.n_users_change, c.cluster_id))[:CHANGES_SHOWN],
+        ),
+        ChangeGroup(
+            "shrunk", "Largest shrinkage", "fewer distinct users than in the run before",
+            sorted((c for c in kept if c.n_users_change < 0),
+                   key=lambda c: (c.n_users_change, c.cluster_id))[:CHANGES_SHOWN],
+        ),
+        ChangeGroup(
+            "concern", "Concern going up", "mean concern score higher than in the run before",
+            sorted((c for c in kept if c.concern_change is not None and c.concern_change > 0),
+                   key=lambda c: (-(c.concern_change or 0), c.cluster_id))[:CHANGES_SHOWN],
+        ),
+        ChangeGroup(
+            "gone", "Gone", "released in the run before, not now (merged: into another one)",
+            sorted((c for c in changes if c.status in ("gone", "merged")),
+                   key=lambda c: (-(c.previous_n_users or 0), c.cluster_id))[:CHANGES_SHOWN],
+        ),
+    ]  # fmt: skip

@@ -4,8 +4,8 @@ This is the only module under `clio/web` that opens a database, and it opens
 only the file it is given, through `clio.released.read_only_connect`
 (read-only, DuckDB's file access disabled), which refuses any file without
 the released store's tables or with the private store's. It reads the
-contract tables `runs`, `clusters` and `facet_breakdowns`, nothing else, into
-the contract's row types.
+contract tables `runs`, `clusters` and `facet_breakdowns` into the contract's row
+types, and the contract view `run_changes` (which reads `cluster_lineage`).
 
 One short-lived connection per call: DuckDB shares an open database between
 connections of a process, and a long-lived connection would keep reading a
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from clio.released import (
     read_only_connect,
 )
 
-__all__ = ["HistoryPoint", "NotAReleasedStore", "ReleasedStore"]
+__all__ = ["Change", "HistoryPoint", "NotAReleasedStore", "ReleasedStore"]
 
 # The row types' columns: a cluster or breakdown row is read for one run, so without run_id.
 _RUN_COLUMNS = ", ".join(RUNS_COLUMNS)
@@ -52,6 +52,27 @@ class HistoryPoint:
     n_conversations: int
     share: float
     concern_mean: float | None
+
+
+@dataclass(frozen=True)
+class Change:
+    """A row of `run_changes`: one cluster of a run against the run before it."""
+
+    facet: str
+    level: int
+    cluster_id: str
+    status: str  # kept, new, split, gone, merged
+    related_cluster_id: str | None
+    name: str | None
+    previous_name: str | None
+    n_users: int | None
+    previous_n_users: int | None
+    n_users_change: int
+    concern_mean: float | None
+    concern_change: float | None
+
+
+_CHANGE_COLUMNS = ", ".join(f.name for f in fields(Change))
 
 
 class ReleasedStore:
@@ -125,3 +146,17 @@ class ReleasedStore:
             for row in connection.execute(sql, params).fetchall():
                 history.setdefault(row[0], []).append(HistoryPoint(*row[1:]))
         return history
+
+    def changes(self, run_id: str) -> tuple[str | None, list[Change]]:
+        """The run against the run that finished before it (`run_changes`): that run's id
+        (None for the first run) and a row per cluster released in either."""
+        with self._connect() as connection:
+            previous = connection.execute(
+                "SELECT previous_run_id FROM run_changes WHERE run_id = $1 LIMIT 1", [run_id]
+            ).fetchone()
+            rows = connection.execute(
+                f"SELECT {_CHANGE_COLUMNS} FROM run_changes WHERE run_id = $1 "
+                "ORDER BY facet, level, abs(n_users_change) DESC, cluster_id",
+                [run_id],
+            ).fetchall()
+        return (previous[0] if previous else None), [Change(*row) for row in rows]
