@@ -4,9 +4,9 @@ packaged Gemma 3 270M on 127.0.0.1.
 
 The server is started here (a subprocess on a free port) and stopped at the end. Prompts
 are completion-style by default (the packaged model is a base model); `--prompt-style chat`
-measures the chat path (`/chat/completions` with the schema as `response_format`). Each level runs over the
-same conversations without a cache, after one warm-up call that evaluates the shared
-prefix.
+measures the chat path (`/chat/completions` with the schema as `response_format`). Each
+level runs over the same conversations without a cache, after one warm-up call that
+evaluates the shared prefix.
 Note that llama-cpp-python's server answers one request at a time (one model behind a
 lock): concurrency overlaps the HTTP and client work only, while servers that batch
 (vLLM, llama.cpp's C++ `llama-server`) gain more.
@@ -145,7 +145,8 @@ def main() -> int:
     else:
         print(
             f"openai-compatible facet step against llama_cpp.server ({args.server_threads} "
-            f"threads, {args.prompt_style} prompts), {os.cpu_count()} CPUs, load average {load:.2f} at start"
+            f"threads, {args.prompt_style} prompts), {os.cpu_count()} CPUs, "
+            f"load average {load:.2f} at start"
         )
         print(
             f"{'concurrency':>11} {'conv':>5} {'wall s':>7} {'conv/s':>7} {'calls':>6} "
