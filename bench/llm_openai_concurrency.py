@@ -3,15 +3,16 @@ llama.cpp's own OpenAI-compatible server (`python -m llama_cpp.server`) running 
 packaged Gemma 3 270M on 127.0.0.1.
 
 The server is started here (a subprocess on a free port) and stopped at the end. Prompts
-are completion-style (the packaged model is a base model). Each level runs over the
-same conversations without a cache, after one warm-up call that evaluates the shared
-prefix.
+are completion-style by default (the packaged model is a base model); `--prompt-style chat`
+measures the chat path (`/chat/completions` with the schema as `response_format`). Each
+level runs over the same conversations without a cache, after one warm-up call that
+evaluates the shared prefix.
 Note that llama-cpp-python's server answers one request at a time (one model behind a
 lock): concurrency overlaps the HTTP and client work only, while servers that batch
 (vLLM, llama.cpp's C++ `llama-server`) gain more.
 
 Usage: `python bench/llm_openai_concurrency.py [--limit 16] [--levels 1 4 8]
-[--server-threads N] [--json]`.
+[--server-threads N] [--prompt-style completion|chat] [--json]`.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=16, help="conversations per level")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--server-threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--prompt-style", choices=["completion", "chat"], default="completion")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
 
@@ -101,7 +103,7 @@ def main() -> int:
                     backend="openai-compatible",
                     base_url=url,
                     model=ALIAS,
-                    prompt_style="completion",
+                    prompt_style=args.prompt_style,
                     concurrency=level,
                 )
                 llm = StructuredLLM(build_backend(config), config, cache=None)
@@ -133,6 +135,7 @@ def main() -> int:
     report = {
         "server": "llama_cpp.server (llama-cpp-python)",
         "server_threads": args.server_threads,
+        "prompt_style": args.prompt_style,
         "cpus": os.cpu_count(),
         "load_average_at_start": round(load, 2),
         "results": results,
@@ -142,7 +145,8 @@ def main() -> int:
     else:
         print(
             f"openai-compatible facet step against llama_cpp.server ({args.server_threads} "
-            f"threads), {os.cpu_count()} CPUs, load average {load:.2f} at start"
+            f"threads, {args.prompt_style} prompts), {os.cpu_count()} CPUs, "
+            f"load average {load:.2f} at start"
         )
         print(
             f"{'concurrency':>11} {'conv':>5} {'wall s':>7} {'conv/s':>7} {'calls':>6} "

@@ -77,16 +77,30 @@ def test_429_and_503_are_retried_waiting_what_the_server_asks():
     assert llm.usage.calls == 3
 
 
-def test_server_that_rejects_json_schema_format_is_asked_without_it_from_then_on():
+def test_server_that_rejects_json_schema_format_is_asked_with_json_object_from_then_on():
     rejection = Reply(500, {"error": {"message": "response_format: Input should be 'text'"}})
     replies = [rejection, chat_reply(json.dumps(GOOD)), chat_reply(json.dumps(GOOD))]
     with LoopbackServer(replies) as server:
         llm = llm_for(server)
         llm.ask(PROMPT, Answer)
         llm.ask(Prompt(**{**PROMPT.__dict__, "input": "other"}), Answer)
-    assert ["response_format" in s.body for s in server.requests] == [True, False, False]
-    assert llm.backend.schema_format is False
+    formats = [s.body["response_format"]["type"] for s in server.requests]
+    assert formats == ["json_schema", "json_object", "json_object"]
+    assert server.requests[1].body["response_format"]["schema"] == SCHEMA
+    assert llm.backend.schema_format == "json_object"
     assert llm.usage.calls == 2  # the rejected format is not an attempt of its own
+
+
+def test_server_that_rejects_every_schema_format_is_asked_without_one():
+    rejection = Reply(422, {"detail": "response_format: unknown field"})
+    replies = [rejection, rejection, chat_reply(json.dumps(GOOD)), chat_reply(json.dumps(GOOD))]
+    with LoopbackServer(replies) as server:
+        llm = llm_for(server)
+        llm.ask(PROMPT, Answer)
+        llm.ask(Prompt(**{**PROMPT.__dict__, "input": "other"}), Answer)
+    assert ["response_format" in s.body for s in server.requests] == [True, True, False, False]
+    assert llm.backend.schema_format is None
+    assert llm.usage.calls == 2
 
 
 def test_invalid_json_and_bad_shapes_are_retried_then_recorded():
@@ -260,10 +274,14 @@ def test_facet_extraction_through_llama_cpp_server(llama_server):
 
 
 @pytest.mark.slow
-def test_chat_style_falls_back_when_the_server_rejects_json_schema(llama_server):
+def test_chat_style_sends_the_schema_as_json_object_to_llama_cpp_server(llama_server):
     backend = OpenAICompatibleBackend(llama_server, "gemma3-270m", timeout_seconds=120)
-    config = LLMConfig(max_output_tokens=48, max_retries=0)
-    result = StructuredLLM(backend, config).ask(PROMPT, Answer)
-    # llama-cpp-python's server only knows "text" and "json_object" formats.
-    assert backend.schema_format is False
-    assert isinstance(result, Answer | LLMFailure)  # the base model may not answer JSON
+    config = LLMConfig(max_output_tokens=96, max_retries=0)
+    llm = StructuredLLM(backend, config)
+    result = llm.ask(PROMPT, Answer)
+    # llama-cpp-python's server only knows "text" and "json_object" formats; with the schema
+    # in the latter it decodes under a grammar, so the base model answers the schema's JSON
+    # and stops instead of writing to max_tokens.
+    assert backend.schema_format == "json_object"
+    assert isinstance(result, Answer), result
+    assert llm.usage.output_tokens < config.max_output_tokens

@@ -1,9 +1,13 @@
 """OpenAI-compatible HTTP backend (vLLM, Ollama, llama.cpp's server, hosted APIs).
 
-Chat style posts `/chat/completions` with a JSON-schema `response_format`; a server that
-rejects that field (HTTP 400/422/500 naming it, as llama-cpp-python's server does) is
-asked again without it, and from then on the answer is only validated (by the client,
-as always). Completion style posts
+Chat style posts `/chat/completions` with the schema as `response_format`, trying the
+forms servers know in turn: OpenAI's `{"type": "json_schema", ...}` (vLLM, hosted APIs),
+then `{"type": "json_object", "schema": ...}` (llama-cpp-python's server and llama.cpp's
+`llama-server`, which turn it into a grammar), then none. A form the server rejects (HTTP
+400/422/500 naming `response_format`) is not sent again. Without a schema the model is
+unconstrained: a base model then writes to `max_tokens` and the answer is only validated
+(by the client, as always) — that was 40 s a conversation through llama-cpp-python's
+server before the `json_object` form was tried. Completion style posts
 `/completions` with the few-shot text and stops at the end of the answer's line.
 
 Errors: transport errors, timeouts, 408/409/429 and 5xx raise `LLMError` (the client
@@ -26,6 +30,15 @@ from clio.llm.render import ONE_LINE_STOP, chat_prompt, completion_text, parse_j
 _FATAL_STATUS = {401, 403, 404}
 # llama.cpp's Python server answers 500 to a `response_format` it does not know.
 _SCHEMA_REJECTED_STATUS = {400, 422, 500}
+SchemaFormat = Literal["json_schema", "json_object"]
+# The `response_format` forms tried in order (see the module's docstring).
+SCHEMA_FORMATS: tuple[SchemaFormat, ...] = ("json_schema", "json_object")
+
+
+def response_format(form: SchemaFormat, name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    if form == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+    return {"type": "json_object", "schema": schema}
 
 
 def retry_after_seconds(headers: httpx.Headers) -> float | None:
@@ -69,8 +82,9 @@ class OpenAICompatibleBackend:
             timeout=timeout_seconds,
             transport=transport,
         )
-        # Cleared when the server turns out not to take a JSON-schema `response_format`.
-        self.schema_format = True
+        # The `response_format` forms not yet rejected by the server, in the order tried;
+        # the first is sent.
+        self.schema_formats: list[SchemaFormat] = list(SCHEMA_FORMATS)
         self._lock = threading.Lock()
 
     @property
@@ -108,22 +122,26 @@ class OpenAICompatibleBackend:
             raise LLMError(f"answer is not valid JSON ({n_out} tokens): {exc}") from None
         return Completion(data=data, input_tokens=n_in, output_tokens=n_out, raw=text)
 
+    @property
+    def schema_format(self) -> SchemaFormat | None:
+        """The `response_format` form sent now; None once the server rejected every one."""
+        formats = self.schema_formats
+        return formats[0] if formats else None
+
     def _post_chat(self, body: dict[str, Any], name: str, schema: dict[str, Any]) -> dict[str, Any]:
-        if not self.schema_format:
-            return self._post("chat/completions", body)
-        with_schema = {
-            **body,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": name, "schema": schema},
-            },
-        }
-        response = self._send("chat/completions", with_schema)
-        if response.status_code in _SCHEMA_REJECTED_STATUS and "response_format" in response.text:
+        while (form := self.schema_format) is not None:
+            with_schema = {**body, "response_format": response_format(form, name, schema)}
+            response = self._send("chat/completions", with_schema)
+            rejected = (
+                response.status_code in _SCHEMA_REJECTED_STATUS
+                and "response_format" in response.text
+            )
+            if not rejected:
+                return self._checked("chat/completions", response)
             with self._lock:
-                self.schema_format = False
-            return self._post("chat/completions", body)
-        return self._checked("chat/completions", response)
+                if form in self.schema_formats:
+                    self.schema_formats.remove(form)
+        return self._post("chat/completions", body)
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._checked(path, self._send(path, body))
