@@ -9,7 +9,9 @@ of that cluster: the gate's word-support rule (`clio.gate.text`) holds by constr
 A phrase is scored by coverage times distinctiveness: the share of the cluster's texts
 that contain all its content words (to the power `COVERAGE_EXPONENT`), times the sum over
 those words of how much more often the cluster uses the word than the whole facet does
-(log lift, never below 0). A
+(log lift, never below 0), each weighted by the share of the cluster's texts using it (to
+the power `WORD_SHARE_EXPONENT`: c-TF-IDF's term frequency times inverse frequency, so a
+rare word with a high lift, "fred" in "change your name to fred", adds little). A
 word frequent everywhere ("good", "make") adds nothing, a second distinctive word adds
 as long as most members still use both, and a phrase that several users wrote verbatim
 gets a small bonus (it reads as people write it). Parents are named the same way from
@@ -34,6 +36,7 @@ MAX_PHRASE_WORDS = 6  # longest phrase, function words included
 MINED_TEXTS = 200  # phrases are mined from at most this many texts of a cluster (central first)
 VERBATIM_BONUS = 0.25  # score bonus for a phrase written verbatim by at least two users
 COVERAGE_EXPONENT = 0.25  # below 1, a longer phrase fewer texts contain can win (tuned on dev)
+WORD_SHARE_EXPONENT = 0.25  # weight of a word's share of the group's texts (tuned on dev)
 
 Phrase = tuple[str, ...]
 
@@ -117,6 +120,10 @@ class GroupWords:
         overall = self.facet.document_frequency.get(word, 0) / max(self.facet.n, 1)
         return max(0.0, math.log(inside / overall)) if inside > 0 and overall > 0 else 0.0
 
+    def share(self, word: str) -> float:
+        """Share of the group's texts that use `word`."""
+        return len(self.items_with.get(word, ())) / max(len(self.members), 1)
+
     def coverage(self, content: Iterable[str]) -> float:
         """Share of the group's texts that contain every word of `content`."""
         sets = [self.items_with.get(w, set()) for w in content]
@@ -142,7 +149,9 @@ class GroupWords:
         content = phrase_content(phrase)
         if not content or not content <= self.supported:
             return None
-        value = self.coverage(content) ** COVERAGE_EXPONENT * sum(self.lift(w) for w in content)
+        value = self.coverage(content) ** COVERAGE_EXPONENT * sum(
+            self.share(w) ** WORD_SHARE_EXPONENT * self.lift(w) for w in content
+        )
         if self.verbatim_users(phrase) >= 2:
             value *= 1.0 + VERBATIM_BONUS
         return Scored(phrase, content, value)
