@@ -58,6 +58,11 @@ def _percent(share: float | None) -> str:
     return "-" if share is None else f"{share:.0%}"
 
 
+# A degenerate facet with no use to leave it out of: not clustered, no breakdown, not the
+# concern facet, or configured with `keep_if_degenerate`.
+NOTHING_WITHHELD = "nothing withheld (not clustered or broken down, or kept on purpose)"
+
+
 def _facet_quality_lines(quality: dict[str, Any] | None) -> list[str]:
     """Each llm facet's degeneracy figures (`clio.facet_quality`) and what a degenerate
     one was left out of; nothing for a manifest from before they were measured."""
@@ -75,8 +80,9 @@ def _facet_quality_lines(quality: dict[str, Any] | None) -> list[str]:
             f"{_percent(q['failure_rate'])}"
         )
         if q["degenerate"]:
-            left_out = ", ".join(q["withheld_from"]) or "nothing it was configured for"
-            line += f"  DEGENERATE ({', '.join(q['reasons'])}): left out of {left_out}"
+            left_out = ", ".join(q["withheld_from"])
+            verdict = f"left out of {left_out}" if left_out else NOTHING_WITHHELD
+            line += f"  DEGENERATE ({', '.join(q['reasons'])}): {verdict}"
         elif q["reasons"]:
             line += f"  ({', '.join(q['reasons'])})"
         lines.append(line)

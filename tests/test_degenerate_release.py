@@ -122,3 +122,15 @@ def test_the_report_shows_the_verdicts_and_the_top_clusters_by_name(run):
     assert not any(line.startswith("  top clusters       task") for line in lines)
     names = {row[0] for row in _released(run, "SELECT name FROM clusters WHERE level > 0")}
     assert any(line.strip().split(" (")[0] in names for line in lines)
+
+
+def test_a_degenerate_facet_with_nothing_to_leave_out_says_so():
+    from clio.run_report import NOTHING_WITHHELD, _facet_quality_lines
+
+    figures = {"top_share": 0.9, "example_share": 0.0, "distinct_ratio": 0.1,
+               "failure_rate": 0.0, "degenerate": True, "reasons": ["top_answer"]}  # fmt: skip
+    quality = {"facets": {"values": {**figures, "withheld_from": []},
+                          "task": {**figures, "withheld_from": ["clusters"]}}}  # fmt: skip
+    lines = _facet_quality_lines(quality)
+    assert lines[1].endswith(NOTHING_WITHHELD) and "left out of" not in lines[1]
+    assert lines[2].endswith("left out of clusters")

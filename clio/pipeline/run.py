@@ -239,7 +239,8 @@ def run_pipeline(
         )
     withheld = withheld_uses(config.facets, quality)
     for name, uses in withheld.items():
-        log.warning(f"facet {name} is degenerate: left out of {', '.join(uses) or 'nothing'}")
+        left_out = f"left out of {', '.join(uses)}" if uses else "not clustered or broken down"
+        log.warning(f"facet {name} is degenerate: {left_out}")
 
     clusters: list[Cluster] = []
     incremental: dict[str, Any] | None = None
