@@ -409,6 +409,7 @@ def run(
     input_dir: Path = DEFAULT_INPUT_DIR,
 ) -> dict[str, Any]:
     from clio.embed import build_embedder, embed_texts
+    from clio.gate.public import keyed_ids, release_id_key
     from clio.hierarchy import base_cluster_of_items
     from clio.ingest import ingest
     from clio.pipeline.publish import (
@@ -514,9 +515,12 @@ def run(
         result = None
         if wanted & {"gate", "release"}:
             with m.stage("gate"):
+                # Released ids keyed as `clio run` keys them (positional ids show gaps).
+                public_id = keyed_ids(release_id_key("scale-bench"), "scale-run")
                 result = gate_clusters(
-                    tree, users, facet_values, ReleaseSettings.of(config), llm=None
-                )
+                    tree, users, facet_values, ReleaseSettings.of(config), llm=None,
+                    public_id=public_id,
+                )  # fmt: skip
             details["released_clusters"] = len(result.clusters)
             details["released_cells"] = len(result.breakdowns)
             details["suppressed"] = result.suppressed

@@ -145,7 +145,7 @@ def _render_public_report(manifest: dict[str, Any]) -> str:
             f"  suppressed         {release['suppressed'] or 'nothing'}",
             *_lineage_lines(release.get("lineage")),
             *_audit_lines(release.get("audit")),
-            *_dp_lines(manifest["privacy"].get("differential_privacy")),
+            *_dp_lines(manifest.get("privacy", {}).get("differential_privacy")),
             f"  (public manifest: {manifest['withheld']})",
         ]
     )
