@@ -146,7 +146,12 @@ def _prefect_api(output_dir: Path) -> Iterator[None]:
         local_prefect_server(log_path, services=False) as url,
         temporary_settings(updates={PREFECT_API_URL: url}),
     ):
-        yield
+        # Prefect read its settings at import; worker processes (Dask) read them here.
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield
+        finally:
+            del os.environ["PREFECT_API_URL"]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
