@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import duckdb
 import numpy as np
@@ -517,8 +517,14 @@ class PrivateStore:
 
     def user_pseudonyms(self, ids: Sequence[str]) -> dict[str, str]:
         """conversation id -> user pseudonym, without loading any text."""
+        return self._conversation_column(ids, "user_pseudonym")
+
+    def _conversation_column(
+        self, ids: Sequence[str], column: Literal["user_pseudonym", "content_hash"]
+    ) -> dict[str, str]:
+        """conversation id -> one column of its stored row."""
         rows = self.execute(
-            "SELECT conversation_id, user_pseudonym FROM conversations "
+            f"SELECT conversation_id, {column} FROM conversations "
             "WHERE conversation_id IN (SELECT unnest(?))",
             [list(ids)],
         )
@@ -643,12 +649,7 @@ class PrivateStore:
 
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         """conversation id -> content hash, without loading any text."""
-        rows = self.execute(
-            "SELECT conversation_id, content_hash FROM conversations "
-            "WHERE conversation_id IN (SELECT unnest(?))",
-            [list(ids)],
-        )
-        return dict(rows)
+        return self._conversation_column(ids, "content_hash")
 
     def current_build(self) -> tuple[str, str] | None:
         """(build_id, tree_digest) of the most recent full build, if any."""
