@@ -152,6 +152,17 @@ def _prefect_api(output_dir: Path) -> Iterator[None]:
             yield
         finally:
             del os.environ["PREFECT_API_URL"]
+            _drain_prefect_clients()
+
+
+def _drain_prefect_clients(timeout_seconds: float = 10.0) -> None:
+    """Send Prefect's queued logs and events while this run's server still listens:
+    drained at exit instead, they retry against a stopped server for about a minute."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=timeout_seconds, at_exit=False)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

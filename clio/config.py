@@ -327,6 +327,12 @@ class EmbedConfig(_Section):
         description="sentence-transformers model: the packaged all-MiniLM-L6-v2 or a local path.",
     )
     batch_size: int = Field(64, ge=1, description="Texts per encode batch.")
+    chunk_size: int = Field(
+        1024,
+        ge=1,
+        description="Texts encoded between writes to the embedding cache: a killed run "
+        "encodes at most this many again per partition.",
+    )
 
 
 class ClusterConfig(_Section):
@@ -565,7 +571,8 @@ class RunnerConfig(_Section):
         2000,
         ge=1,
         description="Conversations per partition of the scrub, facet and embed stages. The "
-        "default runner scrubs in one partition (it reads the input once).",
+        "default runner scrubs in one partition (it reads the input once), each batch kept as "
+        "it is done.",
     )
 
 

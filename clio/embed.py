@@ -27,7 +27,7 @@ _log = logging.getLogger("clio.embed")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Texts per encode call: large enough for sentence-transformers' length sorting to pay,
 # small enough that progress moves and finished chunks reach the cache early.
-ENCODE_CHUNK = 1024
+ENCODE_CHUNK = EmbedConfig.model_fields["chunk_size"].default
 
 
 @runtime_checkable
@@ -132,10 +132,14 @@ def normalise_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 def embed_texts(
-    texts: Sequence[str], embedder: Embedder, cache: EmbeddingCache | None = None
+    texts: Sequence[str],
+    embedder: Embedder,
+    cache: EmbeddingCache | None = None,
+    chunk_size: int = ENCODE_CHUNK,
 ) -> np.ndarray:
     """Vectors for `texts` (one row each, in order). Each distinct text is encoded once;
-    with a cache, only texts never seen with this embedder are encoded."""
+    with a cache, only texts never seen with this embedder are encoded, and each chunk of
+    `chunk_size` is written to it as soon as it is encoded."""
     hashes = [text_sha256(t) for t in texts]
     known: dict[str, np.ndarray] = {}
     if cache is not None and hashes:
@@ -154,8 +158,8 @@ def embed_texts(
         pending = sorted(missing.items(), key=lambda item: len(item[1]))
         with Progress("embed", total=len(pending), unit="text", logger=_log) as progress:
             # Chunks: each is cached as soon as it is encoded, so a killed run resumes there.
-            for start in range(0, len(pending), ENCODE_CHUNK):
-                chunk = pending[start : start + ENCODE_CHUNK]
+            for start in range(0, len(pending), chunk_size):
+                chunk = pending[start : start + chunk_size]
                 encoded = normalise_rows(embedder.encode([text for _, text in chunk]))
                 if encoded.shape[0] != len(chunk):
                     raise ValueError(

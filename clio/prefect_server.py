@@ -11,9 +11,7 @@ PREFECT_API_URL already points at a server.
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,21 +21,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from clio.process import end_with_parent
+
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-PR_SET_PDEATHSIG = 1  # prctl(2)
-
-
-def _end_with_parent() -> None:
-    """In the child before exec: SIGTERM it when its parent dies (Linux; elsewhere the
-    server is only stopped on a normal exit)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @contextmanager
@@ -57,7 +47,7 @@ def local_prefect_server(
             stdout=log,
             stderr=subprocess.STDOUT,
             env=os.environ.copy(),
-            preexec_fn=_end_with_parent,
+            preexec_fn=end_with_parent,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + timeout_seconds

@@ -1,11 +1,13 @@
 """Progress for long stages: a terminal bar plus periodic log lines with rate and ETA.
 
 Log lines carry counts only, never content, so they are safe for Prefect's log store.
+They come every `CLIO_PROGRESS_SECONDS` seconds (15 unless set; 0 logs every update).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from types import TracebackType
@@ -13,6 +15,25 @@ from types import TracebackType
 from tqdm import tqdm
 
 _log = logging.getLogger("clio")
+
+
+PROGRESS_SECONDS_ENV = "CLIO_PROGRESS_SECONDS"
+
+
+def progress_interval() -> float:
+    """Seconds between progress log lines: `CLIO_PROGRESS_SECONDS`, else 15."""
+    raw = os.environ.get(PROGRESS_SECONDS_ENV, "").strip()
+    if not raw:
+        return 15.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(
+            f"{PROGRESS_SECONDS_ENV} must be a number of seconds, not {raw!r}"
+        ) from None
+    if seconds < 0:
+        raise ValueError(f"{PROGRESS_SECONDS_ENV} must not be negative, got {raw!r}")
+    return seconds
 
 
 class Progress:
@@ -25,14 +46,16 @@ class Progress:
         *,
         unit: str = "conv",
         logger: logging.Logger | logging.LoggerAdapter | None = None,
-        log_every_seconds: float = 15.0,
+        log_every_seconds: float | None = None,
     ):
         self.stage = stage
         self.total = total
         self.unit = unit
         self.done = 0
         self._logger = logger or _log
-        self._log_every = log_every_seconds
+        self._log_every = (
+            log_every_seconds if log_every_seconds is not None else progress_interval()
+        )
         self._start = time.monotonic()
         self._last_log = self._start
         self._bar = tqdm(

@@ -506,12 +506,16 @@ class PrivateStore:
             self._con.execute("COMMIT")
 
     # -- incremental runs (additions) ------------------------------------
-    def conversation_ids_by_hash(self, hashes: Sequence[str]) -> dict[str, str]:
-        """content hash -> the stored conversation id, for the hashes already stored."""
+    def conversation_ids_by_hash(
+        self, hashes: Sequence[str], run_id: str | None = None
+    ) -> dict[str, str]:
+        """content hash -> the stored conversation id, for the hashes already stored (first
+        stored by the run `run_id` only, when given)."""
         rows = self.execute(
             "SELECT content_hash, min(conversation_id) FROM conversations "
-            "WHERE content_hash IN (SELECT unnest(?)) GROUP BY content_hash",
-            [list(set(hashes))],
+            "WHERE content_hash IN (SELECT unnest(?)) AND (? IS NULL OR first_run_id = ?) "
+            "GROUP BY content_hash",
+            [list(set(hashes)), run_id, run_id],
         )
         return dict(rows)
 

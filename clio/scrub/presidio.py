@@ -59,7 +59,7 @@ class PresidioScrubber:
     `config.language`."""
 
     def __init__(self, config: ScrubConfig, analyzer: AnalyzerEngine | None = None):
-        languages = [config.language, *[x for x in config.extra_languages if x != config.language]]
+        languages = _languages(config)
         for language in languages:
             check_language(language)
         self._config = config
@@ -212,11 +212,23 @@ def _identifier(config: ScrubConfig, entities: list[str], languages: list[str]) 
         "allow_list": sorted(config.allow_list),
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
+    return f"{_code_version(languages)}+{digest[:12]}"
+
+
+def _code_version(languages: list[str]) -> str:
     models = "+".join(model_version(language) for language in languages)
-    return (
-        f"presidio-{metadata.version('presidio-analyzer')}+{models}"
-        f"+recognizers-{recognizers_version()}+{digest[:12]}"
-    )
+    presidio = metadata.version("presidio-analyzer")
+    return f"presidio-{presidio}+{models}+recognizers-{recognizers_version()}"
+
+
+def _languages(config: ScrubConfig) -> list[str]:
+    return [config.language, *[x for x in config.extra_languages if x != config.language]]
+
+
+def scrub_code_version(config: ScrubConfig) -> str:
+    """The versions of what scrubs under `config` (Presidio, the NER models, clio's
+    recognizers), without loading any of it: with the config, what decides the output."""
+    return _code_version(_languages(config))
 
 
 def build_scrubber(config: ScrubConfig) -> Scrubber:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from clio.config import ScrubConfig
 from clio.progress import Progress
 from clio.records import Conversation, QuarantineRecord, ScrubbedConversation
-from clio.scrub.batch import scrub_batch
+from clio.scrub.batch import Outcome, scrub_batch
 from clio.scrub.parallel import scrub_in_parallel
 from clio.scrub.spans import Scrubber
 
@@ -37,8 +37,12 @@ def scrub_conversations(
     progress_label: str = "scrub",
     conversations_per_batch: int = CONVERSATIONS_PER_BATCH,
     workers: int = 1,
+    on_batch: Callable[[Outcome], None] | None = None,
 ) -> tuple[list[ScrubbedConversation], list[QuarantineRecord]]:
     """Scrub every message of every conversation; failures are quarantined, in input order.
+
+    `on_batch` is called with each batch's outcome as soon as it is done (in the order
+    batches finish), so a caller can keep them before the whole stage ends.
 
     With `workers` > 1 (and at least `MIN_PARALLEL_BATCHES` batches), this process and
     `workers - 1` others scrub batches side by side; the scrubber is pickled to them
@@ -54,11 +58,13 @@ def scrub_conversations(
     ]
     with Progress(progress_label, total=len(conversations)) as progress:
         if workers > 1 and len(batches) >= MIN_PARALLEL_BATCHES and _may_start_processes():
-            outcomes = scrub_in_parallel(batches, scrubber, hmac_key, workers, progress)
+            outcomes = scrub_in_parallel(batches, scrubber, hmac_key, workers, progress, on_batch)
         else:
             outcomes = []
             for batch in batches:
                 outcomes.append(scrub_batch(batch, scrubber, hmac_key))
+                if on_batch is not None:
+                    on_batch(outcomes[-1])
                 progress.update(len(batch))
     scrubbed = [c for done, _ in outcomes for c in done]
     quarantined = [q for _, failed in outcomes for q in failed]
