@@ -73,15 +73,15 @@ class Speed:
 # Per-backend figures, from docs/SCALE.md ("Estimating a run"), where they were measured.
 BACKEND_SPEEDS: dict[LLMBackendName, Speed] = {
     "local": Speed(
-        prompt_tokens_per_second=115.0,
-        output_tokens_per_second=20.0,
+        prompt_tokens_per_second=170.0,
+        output_tokens_per_second=33.0,
         attempts_per_prompt=1.01,
         source="measured by bench/llm_speed.py (packaged Gemma 3 270M, two one-thread "
-        "llama.cpp contexts at once on the project's 2-core machine) and on runs of the "
-        "sample (docs/SCALE.md)",
+        "llama.cpp contexts at once on the project's idle 2-core machine; other jobs on it "
+        "made it 1.5 times slower) and on runs of the sample (docs/SCALE.md)",
     ),
     "openai-compatible": Speed(
-        prompt_tokens_per_second=115.0,
+        prompt_tokens_per_second=170.0,
         output_tokens_per_second=21.0,
         attempts_per_prompt=1.0,
         source="llama.cpp's own server running the packaged Gemma 3 270M on the project's "
@@ -104,8 +104,8 @@ BACKEND_SPEEDS: dict[LLMBackendName, Speed] = {
 # of `clio run` itself (imports, its Prefect server), both measured on runs of the sample.
 OTHER_STAGES_FIXED_SECONDS = 19.0
 OTHER_STAGES_SECONDS_PER_CONVERSATION = 0.0205
-UMAP_COMPILE_SECONDS = 25.0
-STARTUP_SECONDS = 120.0
+UMAP_COMPILE_SECONDS = 15.0
+STARTUP_SECONDS = 110.0
 # The gate's LLM calls per released cluster: the privacy audit of each distinct text
 # (names, descriptions, keywords, breakdown values), renames from keywords and their
 # audit, by how clusters are named; measured in docs/SCALE.md.
@@ -404,7 +404,8 @@ def _items(facet: FacetConfig, facts: InputFacts, call: FacetCall | None) -> int
         return facts.user_text_items.get(facet.name, 0)
     if facet.kind != "list":
         return facts.n_conversations
-    lengths = [len(e.output[facet.name]) for e in call.examples if facet.name in e.output]
+    examples = call.examples if call is not None else ()
+    lengths = [len(e.output[facet.name]) for e in examples if facet.name in e.output]
     per = sum(lengths) / len(lengths) if lengths else math.ceil(facet.max_items / 2)
     return round(facts.n_conversations * per)
 
@@ -654,13 +655,20 @@ def estimate_run(
 ) -> Estimate:
     """The expected LLM work of `clio run` over `input_paths` (a full build), without
     calling the LLM or writing anything."""
-    counter = token_counter(config.llm) or CharCounter(config.estimate.chars_per_token)
+    missing = None
     try:
-        return _estimate(config, input_paths, limit, output_dir, counter)
+        counter = token_counter(config.llm) or CharCounter(config.estimate.chars_per_token)
+    except LLMUnavailable as exc:  # e.g. no GGUF file at llm.model_path: a run would stop
+        counter, missing = CharCounter(config.estimate.chars_per_token), str(exc)
+    try:
+        estimate = _estimate(config, input_paths, limit, output_dir, counter)
     finally:
         close = getattr(counter, "close", None)
         if close is not None:
             close()
+    if missing is not None:
+        estimate.assumptions.insert(0, f"no tokenizer: {missing}")
+    return estimate
 
 
 def _estimate(
