@@ -89,6 +89,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from clio.config import ConfigError, load_config
     from clio.ingest import sample_path
 
+    if args.estimate:
+        return cmd_estimate(args)
+    if args.json:
+        print("clio run: --json goes with --estimate", file=sys.stderr)
+        return 2
     output_dir = Path(args.output_dir)
     _prepare_environment(output_dir)
     try:
@@ -126,6 +131,40 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     print(render_report(manifest))
     print(f"\nlog: {log_path}")
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    """`clio run --estimate`: the run's expected LLM calls, tokens, time and cost, from the
+    input and config alone. No LLM call, no scrubbing, nothing written (not even the
+    output directory, whose private store is only read, for cached answers)."""
+    from clio.config import ConfigError, load_config
+    from clio.ingest import IngestError, sample_path
+    from clio.pipeline.estimate import estimate_run, render_estimate
+
+    if _mode(args) != "full":
+        print(
+            "clio run --estimate: estimates a full build; drop --incremental/--rebuild",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"clio run: {exc}", file=sys.stderr)
+        return 2
+    for path in args.input or []:
+        if not Path(path.split("::")[0]).exists():
+            print(f"clio run: input not found: {path}", file=sys.stderr)
+            return 2
+    inputs = [str(Path(p)) for p in args.input] if args.input else [str(sample_path())]
+    limit = _resolve_limit(args.limit, bool(args.input))
+    try:
+        estimate = estimate_run(config, inputs, limit, Path(args.output_dir))
+    except IngestError as exc:
+        print(f"clio run --estimate: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(estimate.as_dict(), indent=2) if args.json else render_estimate(estimate))
     return 0
 
 
@@ -377,6 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the run writes everything (default: outputs/)",
     )
     _add_mode_arguments(run)
+    run.add_argument(
+        "--estimate",
+        action="store_true",
+        help="print the run's expected LLM calls, tokens, time on this backend and cost "
+        "(llm.price_table) without running it: no LLM call, no scrubbing, nothing written; "
+        "answers already cached in --output-dir's private store are counted as such",
+    )
+    run.add_argument("--json", action="store_true", help="with --estimate: print it as JSON")
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser(

@@ -576,6 +576,36 @@ class RunnerConfig(_Section):
     )
 
 
+class EstimateConfig(_Section):
+    prompt_tokens_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="`clio run --estimate`: prompt tokens one stream evaluates per second (a "
+        "llama.cpp context of the local model, or one call in flight on an HTTP backend); "
+        "null takes the backend's figure from docs/SCALE.md (measured for `local` and "
+        "`openai-compatible` on this project's 2-core machine, assumed for `anthropic`).",
+    )
+    output_tokens_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="`clio run --estimate`: answer tokens one stream writes per second; null "
+        "takes the backend's figure from docs/SCALE.md.",
+    )
+    attempts_per_prompt: float | None = Field(
+        None,
+        ge=1,
+        description="`clio run --estimate`: backend calls per prompt, retries included; null "
+        "takes the backend's figure from docs/SCALE.md.",
+    )
+    chars_per_token: float = Field(
+        4.0,
+        gt=0,
+        description="`clio run --estimate`: characters per token where the backend's tokenizer "
+        "is not at hand offline (HTTP backends); the local backend counts with its GGUF "
+        "file's own vocabulary.",
+    )
+
+
 def _facets_for_backend(data: dict[str, Any]) -> list[FacetConfig]:
     """The default of `RunConfig.facets`, given the fields validated before it (`llm`):
     only a config that does not set `facets` gets it, so an explicit list is never
@@ -621,6 +651,10 @@ class RunConfig(_Section):
         default_factory=RunnerConfig,
         description="Where the flow's partitioned stages run (this process or a Dask cluster).",
     )
+    estimate: EstimateConfig = Field(
+        default_factory=EstimateConfig,
+        description="The figures `clio run --estimate` predicts a run's time with.",
+    )
 
     @model_validator(mode="after")
     def _unique_facets(self) -> RunConfig:
@@ -662,6 +696,9 @@ def load_config(path: str | Path | None) -> RunConfig:
 
 def config_hash(config: RunConfig) -> str:
     """Stable hash of the effective config (recorded in `runs.config_hash`). Where the
-    stages run (`runner`) does not change what they produce, so it is left out."""
-    canonical = json.dumps(config.model_dump(mode="json", exclude={"runner"}), sort_keys=True)
+    stages run (`runner`) and how a run is estimated (`estimate`) do not change what they
+    produce, so they are left out."""
+    canonical = json.dumps(
+        config.model_dump(mode="json", exclude={"runner", "estimate"}), sort_keys=True
+    )
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

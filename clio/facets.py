@@ -42,7 +42,7 @@ from clio.keywords import letter_runs
 from clio.language import LANGUAGE_CODES, identify_languages, reconcile_language
 from clio.llm.base import Example, Prompt
 from clio.llm.client import LLMFailure, StructuredLLM
-from clio.records import FacetValue, Message, ScrubbedConversation
+from clio.records import Conversation, FacetValue, Message, ScrubbedConversation
 
 _log = logging.getLogger("clio.facets")
 
@@ -396,17 +396,44 @@ def facet_examples(facets: Sequence[FacetConfig], max_input_chars: int) -> tuple
 
 
 def facet_prompt(
-    conversation: ScrubbedConversation,
+    messages: Sequence[Message],
     llm_facets: Sequence[FacetConfig],
     examples: tuple[Example, ...],
     max_input_chars: int,
 ) -> Prompt:
+    """The facet prompt for a conversation's messages (scrubbed, in a run)."""
     return Prompt(
         task="facets",
         instruction=facet_instruction(llm_facets),
-        input=facet_input(conversation.messages, max_input_chars),
+        input=facet_input(messages, max_input_chars),
         examples=examples,
     )
+
+
+@dataclass(frozen=True)
+class FacetCall:
+    """The one combined LLM call per conversation: the facets it asks (the llm facets,
+    then the language facets it cross-checks), its few-shot examples and answer model."""
+
+    asked: list[FacetConfig]
+    examples: tuple[Example, ...]
+    model: type[BaseModel]
+    max_input_chars: int
+
+    def prompt(self, messages: Sequence[Message]) -> Prompt:
+        return facet_prompt(messages, self.asked, self.examples, self.max_input_chars)
+
+
+def facet_call(facets: Sequence[FacetConfig], max_input_chars: int) -> FacetCall | None:
+    """The combined call `facets` need, or None when no facet is asked of the LLM."""
+    llm_facets = [f for f in facets if f.extractor == "llm"]
+    if not llm_facets:
+        return None
+    checked = [f for f in facets if f.extractor == "language_id" and f.llm_check]
+    asked = [*llm_facets, *(language_check_facet(f) for f in checked)]
+    examples = facet_examples(asked, max_input_chars)
+    model = facet_output_model(asked, examples=examples)
+    return FacetCall(asked, examples, model, max_input_chars)
 
 
 # --- non-LLM extractors -------------------------------------------------------------
@@ -416,7 +443,9 @@ def user_text(conversation: ScrubbedConversation) -> str:
     return "\n".join(m.content for m in conversation.messages if m.role == "user")
 
 
-def user_turns_text(conversation: ScrubbedConversation, turns: str, max_chars: int) -> str:
+def user_turns_text(
+    conversation: Conversation | ScrubbedConversation, turns: str, max_chars: int
+) -> str:
     """The user's first turn (or all turns, joined), whitespace collapsed, cut to
     `max_chars` at a word boundary (a single longer word is cut inside it); may be empty."""
     contents = [m.content for m in conversation.messages if m.role == "user"]
@@ -528,7 +557,6 @@ def extract_facets(
     order; llm facets of a conversation come from one combined call."""
     llm_facets = [f for f in facets if f.extractor == "llm"]
     checked = [f for f in facets if f.extractor == "language_id" and f.llm_check]
-    asked = [*llm_facets, *(language_check_facet(f) for f in checked)] if llm_facets else []
     for facet in facets:
         if facet.extractor == "metadata" and facet.name not in METADATA_FACETS:
             raise ValueError(
@@ -540,12 +568,11 @@ def extract_facets(
         )
 
     batch = Batch(checked=checked)
-    if llm_facets and conversations:
+    call = facet_call(facets, max_input_chars)
+    if call is not None and conversations:
         assert llm is not None
-        examples = facet_examples(asked, max_input_chars)
-        model = facet_output_model(asked, examples=examples)
-        prompts = [facet_prompt(c, asked, examples, max_input_chars) for c in conversations]
-        batch.answers = llm.ask_many(prompts, model, label="facets")
+        prompts = [call.prompt(c.messages) for c in conversations]
+        batch.answers = llm.ask_many(prompts, call.model, label="facets")
     if any(f.extractor == "language_id" for f in facets):
         batch.languages = identify_languages([user_text(c) for c in conversations])
 

@@ -246,8 +246,10 @@ def test_render_conversation_keeps_head_and_tail_within_the_limit():
 
 def test_prompt_puts_the_conversation_last_after_a_fixed_prefix():
     examples = facet_examples(LLM_FACETS, 2400)
-    a = facet_prompt(conversation("a", ("user", "Plan a trip")), LLM_FACETS, examples, 2400)
-    b = facet_prompt(conversation("b", ("user", "Fix my bike")), LLM_FACETS, examples, 2400)
+    trip = conversation("a", ("user", "Plan a trip"))
+    bike = conversation("b", ("user", "Fix my bike"))
+    a = facet_prompt(trip.messages, LLM_FACETS, examples, 2400)
+    b = facet_prompt(bike.messages, LLM_FACETS, examples, 2400)
     assert (a.instruction, a.examples) == (b.instruction, b.examples)
     assert a.input.startswith("User: Plan a trip")
     for facet in LLM_FACETS:

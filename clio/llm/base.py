@@ -78,3 +78,14 @@ class LLMBackend(Protocol):
     ) -> Completion:
         """Answer `prompt` with one JSON value matching `schema`; raise LLMError on failure."""
         ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """Counts a text's tokens the way a backend's model would (`name` says whose)."""
+
+    name: str
+
+    def count(self, text: str, *, bos: bool = False) -> int:
+        """Tokens of `text`; `bos` adds the beginning-of-sequence token a prompt starts with."""
+        ...

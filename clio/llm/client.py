@@ -36,6 +36,15 @@ MAX_TEMPERATURE = 1.5
 MAX_RETRY_AFTER = 120.0  # seconds; a server asking for longer is not waited for longer
 
 
+def prices(config: LLMConfig) -> tuple[float, float]:
+    """(input, output) price per million tokens: the model's entry in `price_table`, else
+    the two price fields."""
+    return config.price_table.get(
+        config.model,
+        (config.price_per_million_input_tokens, config.price_per_million_output_tokens),
+    )
+
+
 @dataclass
 class Usage:
     calls: int = 0  # backend attempts, including retries and failed ones
@@ -45,11 +54,8 @@ class Usage:
     failures: int = 0  # prompts answered with LLMFailure (fresh or from the cache)
 
     def cost(self, config: LLMConfig) -> float:
-        """Estimated cost: the model's prices in `price_table`, else the two price fields."""
-        price_in, price_out = config.price_table.get(
-            config.model,
-            (config.price_per_million_input_tokens, config.price_per_million_output_tokens),
-        )
+        """Estimated cost at the model's `prices`."""
+        price_in, price_out = prices(config)
         return (self.input_tokens * price_in + self.output_tokens * price_out) / 1_000_000
 
     def as_dict(self) -> dict[str, int]:

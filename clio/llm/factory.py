@@ -6,7 +6,7 @@ import os
 from typing import Literal
 
 from clio.config import LLMConfig
-from clio.llm.base import LLMBackend, LLMUnavailable
+from clio.llm.base import LLMBackend, LLMUnavailable, TokenCounter
 
 DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai-compatible": "OPENAI_API_KEY"}
 
@@ -62,3 +62,13 @@ def build_backend(config: LLMConfig) -> LLMBackend:
             timeout_seconds=config.timeout_seconds,
         )
     raise LLMUnavailable(f"unknown llm backend {config.backend!r}")
+
+
+def token_counter(config: LLMConfig) -> TokenCounter | None:
+    """The backend's own tokenizer where it is at hand offline: for `local`, its GGUF
+    file's vocabulary (no weights loaded); None for the HTTP backends."""
+    if config.backend != "local":
+        return None
+    from clio.llm.local import Vocabulary, model_file
+
+    return Vocabulary(model_file(config.model_path))

@@ -88,6 +88,44 @@ def default_model_path() -> Path:
     return target
 
 
+def model_file(model_path: str | Path | None) -> Path:
+    """The GGUF file a configured `model_path` names; None is the packaged model."""
+    return Path(model_path) if model_path else default_model_path()
+
+
+class Vocabulary:
+    """A GGUF file's tokenizer alone (no weights, no context): counts tokens offline, as
+    the local backend tokenizes its prompts."""
+
+    def __init__(self, path: Path):
+        import llama_cpp
+        from llama_cpp._internals import LlamaModel
+
+        if not path.is_file():
+            raise LLMUnavailable(f"GGUF model file not found: {path}")
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        with _load_lock:  # see ContextPool._load
+            try:
+                self._model = LlamaModel(path_model=str(path), params=params, verbose=False)
+            except ValueError as exc:
+                raise LLMUnavailable(f"cannot read GGUF vocabulary {path.name}: {exc}") from exc
+        self._lib = llama_cpp
+        self.name = f"the vocabulary of {path.name}"
+
+    def count(self, text: str, *, bos: bool = False) -> int:
+        data = text.encode("utf-8")
+        room = len(data) + 2  # a token is at least one byte; one more for BOS
+        tokens = (self._lib.llama_token * room)()
+        n = self._lib.llama_tokenize(self._model.vocab, data, len(data), tokens, room, bos, False)
+        if n < 0:
+            raise LLMError(f"cannot tokenize a text of {len(data)} bytes")
+        return n
+
+    def close(self) -> None:
+        self._model.close()
+
+
 def default_contexts(threads: int) -> int:
     """One context per `threads` cores (at least one)."""
     return max(1, (os.cpu_count() or 1) // threads)
@@ -308,7 +346,7 @@ class LocalBackend:
         prompt_style: Literal["completion", "chat"] = "completion",
         grammar: GrammarMode = "guided",
     ):
-        path = Path(model_path) if model_path else default_model_path()
+        path = model_file(model_path)
         if not path.is_file():
             raise LLMUnavailable(f"GGUF model file not found: {path}")
         self.model_path = path
