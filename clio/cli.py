@@ -15,9 +15,12 @@ import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clio.run_report import render_report
+
+if TYPE_CHECKING:
+    from clio.config import RunConfig
 
 DEFAULT_OUTPUT_DIR = "outputs"
 SAMPLE_DEFAULT_LIMIT = 500
@@ -85,8 +88,24 @@ def _resolve_limit(limit: int | str | None, has_input: bool) -> int | None:
 # -- commands -----------------------------------------------------------------
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _checked_run_config(args: argparse.Namespace) -> RunConfig | None:
+    """`clio run`'s config, or None after saying why the run cannot start (the config does
+    not load, or an `--input` file is missing)."""
     from clio.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"clio run: {exc}", file=sys.stderr)
+        return None
+    for path in args.input or []:
+        if not Path(path.split("::")[0]).exists():
+            print(f"clio run: input not found: {path}", file=sys.stderr)
+            return None
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from clio.ingest import sample_path
 
     if args.estimate:
@@ -96,10 +115,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     output_dir = Path(args.output_dir)
     _prepare_environment(output_dir)
-    try:
-        config = load_config(args.config)  # fail fast with a clear message, before Prefect
-    except ConfigError as exc:
-        print(f"clio run: {exc}", file=sys.stderr)
+    config = _checked_run_config(args)  # fail fast with a clear message, before Prefect
+    if config is None:
         return 2
     mode = _mode(args)
     if args.input:
@@ -107,10 +124,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:  # a rebuild needs no new input: it re-clusters what the private store holds
         inputs = [] if mode == "rebuild" else [str(sample_path())]
     limit = _resolve_limit(args.limit, bool(args.input))
-    for path in args.input or []:
-        if not Path(path.split("::")[0]).exists():
-            print(f"clio run: input not found: {path}", file=sys.stderr)
-            return 2
     log_path = _log_to_file(output_dir)
 
     from clio.dp_ledger import DPBudgetSpent
@@ -138,7 +151,6 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     """`clio run --estimate`: the run's expected LLM calls, tokens, time and cost, from the
     input and config alone. No LLM call, no scrubbing, nothing written (not even the
     output directory, whose private store is only read, for cached answers)."""
-    from clio.config import ConfigError, load_config
     from clio.ingest import IngestError, sample_path
     from clio.pipeline.estimate import estimate_run, render_estimate
 
@@ -148,15 +160,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"clio run: {exc}", file=sys.stderr)
+    config = _checked_run_config(args)
+    if config is None:
         return 2
-    for path in args.input or []:
-        if not Path(path.split("::")[0]).exists():
-            print(f"clio run: input not found: {path}", file=sys.stderr)
-            return 2
     inputs = [str(Path(p)) for p in args.input] if args.input else [str(sample_path())]
     limit = _resolve_limit(args.limit, bool(args.input))
     try:
