@@ -32,7 +32,7 @@ written, the query's when read), not a field of each row.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -348,10 +348,20 @@ class PreviousRelease:
     clusters: dict[str, ReleasedCluster]  # cluster id -> its latest earlier row
     run_of: dict[str, str]  # cluster id -> the run that row is from
     cells: dict[tuple[str, str, str], ReleasedBreakdown]  # (cluster id, facet, value)
+    # ("cluster", id), ("cell", id, facet, value) or ("total", facet) -> every
+    # (n_users, n_conversations) any earlier run released for it, the latest included
+    # (n_users None for a facet's total, the denominator of `share`)
+    figures: dict[tuple[str, ...], set[tuple[int | None, int]]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> PreviousRelease:
         return cls({}, {}, {})
+
+
+def facet_total(rows: Sequence[ReleasedCluster], facet: str) -> int | None:
+    """The denominator of the facet's `share`, as an analyst recovers it (n / share)."""
+    totals = [round(c.n_conversations / c.share) for c in rows if c.facet == facet and c.share]
+    return max(totals) if totals else None
 
 
 def previous_release(path: Path, cluster_ids: Sequence[str], run_id: str) -> PreviousRelease:
@@ -387,13 +397,40 @@ def previous_release(path: Path, cluster_ids: Sequence[str], run_id: str) -> Pre
             "WHERE run_id <> $1 AND cluster_id IN (SELECT unnest($2::VARCHAR[]))",
             [run_id, list(run_of)],
         ).fetchall()
+        past_clusters = connection.execute(
+            "SELECT DISTINCT cluster_id, n_users, n_conversations FROM clusters "
+            "WHERE run_id <> $1 AND cluster_id IN (SELECT unnest($2::VARCHAR[]))",
+            [run_id, list(run_of)],
+        ).fetchall()
+        past_tops = connection.execute(
+            f"SELECT run_id, {names.replace('c.', '')} FROM clusters "
+            "WHERE run_id <> $1 AND parent_id IS NULL",
+            [run_id],
+        ).fetchall()
     finally:
         connection.close()
     clusters = {row[3]: ReleasedCluster(*row[1:]) for row in rows}
+    figures: dict[tuple[str, ...], set[tuple[int | None, int]]] = {}
+    tops_by_run: dict[str, list[ReleasedCluster]] = {}
+    for row in past_tops:
+        tops_by_run.setdefault(row[0], []).append(ReleasedCluster(*row[1:]))
+    for tops in tops_by_run.values():
+        for facet in {c.facet for c in tops}:
+            total = facet_total(tops, facet)
+            if total is not None:
+                figures.setdefault(("total", facet), set()).add((None, total))
+    for cid, users, conversations in past_clusters:
+        figures.setdefault(("cluster", cid), set()).add((int(users), int(conversations)))
+    for c in cells:
+        cell = ReleasedBreakdown(*c[1:])
+        figures.setdefault(("cell", cell.cluster_id, cell.facet, cell.value), set()).add(
+            (cell.n_users, cell.n_conversations)
+        )
     return PreviousRelease(
         clusters,
         run_of,
         {(c[1], c[2], c[3]): ReleasedBreakdown(*c[1:]) for c in cells if run_of.get(c[1]) == c[0]},
+        figures,
     )
 
 

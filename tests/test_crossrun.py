@@ -9,6 +9,7 @@ exact mean, the sum of top sizes, the private positions and ids) and recover the
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from clio.gate.public import keyed_ids, released_positions
 from clio.pipeline.publish import protect_run_row, root_totals
 from clio.records import Cluster
 from clio.release import write_release
+from clio.release_audit import audit_release
 from clio.released import (
     PreviousRelease,
     RunRow,
@@ -176,6 +178,45 @@ def test_chains_of_small_changes_show_once_they_add_up(tmp_path: Path):
         result = _release(store, f"r{run}", run, members, users, values)
         released.append(next(c.n_users for c in result.clusters if c.cluster_id == "A"))
     assert released == [10] * (MIN - 1) + [10 + MIN]
+
+
+def _release_up_then_down(store: Path, *, whole_history: bool) -> list[int]:
+    """A grows by 6 conversations, then 5 of them leave (a rebuild moved them): the third
+    release differs from the first by 1. Returns A's released n_users per run."""
+    members, users, values = _first_run()
+    sizes = [_release(store, "r1", 1, members, users, values)]
+    _add(members, users, values, "A", MIN + 1, 2, "x")
+    sizes.append(_release(store, "r2", 2, members, users, values))
+    members["A"] = members["A"][: 10 + 1]
+    previous = previous_release(store, ["P", "A", "B"], "r3")
+    if not whole_history:
+        previous = replace(previous, figures={})
+    clusters = [
+        _cluster("P", 1, None, []),
+        _cluster("A", 0, "P", members["A"], x=0.0, y=0.0),
+        _cluster("B", 0, "P", members["B"], x=1.0, y=1.0),
+    ]
+    config = PrivacyConfig(min_users=MIN, min_conversations=MIN, audit_released_text=False)
+    sizes.append(
+        apply_gate(
+            clusters, users, values, config, breakdown_facets=["concerning"], previous=previous
+        )  # fmt: skip
+    )
+    write_release(store, _run("r3", 3, len(users)), sizes[-1])
+    return [next(c.n_users for c in r.clusters if c.cluster_id == "A") for r in sizes]
+
+
+def test_a_figure_is_compared_with_every_earlier_release_not_only_the_latest(tmp_path: Path):
+    store = tmp_path / "insights.duckdb"
+    assert _release_up_then_down(store, whole_history=True) == [10, 16, 16]  # carried
+    assert [f for f in audit_release(store) if f.attack == "run_counts"] == []
+
+
+def test_control_compared_with_the_latest_release_only_two_runs_back_shows_one(tmp_path: Path):
+    store = tmp_path / "insights.duckdb"
+    assert _release_up_then_down(store, whole_history=False) == [10, 16, 11]  # 11 - 10 = 1
+    found = [f for f in audit_release(store) if f.attack == "run_counts"]
+    assert ("r1", "r3") in {f.run_ids for f in found}
 
 
 def test_concern_mean_comes_from_released_cells_only():

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from clio.config import PrivacyConfig
 from clio.dp import DPConfig
-from clio.gate.crossrun import carry_changes, facet_total
+from clio.gate.crossrun import carry_changes
 from clio.gate.invariants import check_invariants, check_released_numbers
 from clio.gate.numbers import (
     Numbers,
@@ -57,7 +57,13 @@ from clio.gate.thresholds import (
 )
 from clio.gate.values import FacetValues, facet_scores
 from clio.records import Cluster
-from clio.released import CONCERN_FACET, PreviousRelease, ReleasedBreakdown, ReleasedCluster
+from clio.released import (
+    CONCERN_FACET,
+    PreviousRelease,
+    ReleasedBreakdown,
+    ReleasedCluster,
+    facet_total,
+)
 
 log = logging.getLogger("clio.gate")
 

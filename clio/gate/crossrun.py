@@ -31,13 +31,14 @@ that this run may lack (children and the facet's tops a new build dropped), so t
 difference is formed as an analyst forms it.
 
 Only ever carrying or withholding, so the passes end. The previous figure is the one the
-latest earlier release of each id shows, carried figures included: the figures of an id
-then change between consecutive releases in steps, each at least the thresholds. Within
-one build memberships only grow, so the difference between any two releases of an id is
-a sum of steps of one sign, so also at least the thresholds; across builds members may
-also leave, and two steps of opposite sign can differ by less (see docs/PRIVACY.md, known
-limits). A cluster released before and suppressed now is simply gone; a cell that newly
-appears differs from "absent" by its own thresholds.
+latest earlier release of each id shows, carried figures included. A cluster's, a cell's
+and a facet total's own figure is compared with every figure any earlier run released
+for it, not only the latest: across builds members may leave, and two steps of opposite
+sign (+6, then -5) would otherwise differ by less than the thresholds between the first
+and the third release. The hidden difference (whole minus shown parts) is formed against
+the latest previous release only (see docs/PRIVACY.md, known limits). A cluster released
+before and suppressed now is simply gone; a cell that newly appears differs from
+"absent" by its own thresholds.
 """
 
 from __future__ import annotations
@@ -52,19 +53,13 @@ from clio.gate.reasons import (
     CHANGE_NOT_CARRIED_WITHHELD,
     NEW_UNDER_CARRIED_WITHHELD,
 )
-from clio.released import PreviousRelease, ReleasedBreakdown, ReleasedCluster
+from clio.released import PreviousRelease, ReleasedBreakdown, ReleasedCluster, facet_total
 
 # An item: ("cluster", id), ("cell", id, facet, value) or ("total", facet).
 Key = tuple[str, ...]
 Figure = tuple[int | None, int]  # users (None where not released), conversations
 
 NEW, SAME, CHANGED, CARRIED, WITHHELD = "new", "same", "changed", "carried", "withheld"
-
-
-def facet_total(rows: Sequence[ReleasedCluster], facet: str) -> int | None:
-    """The denominator of the facet's `share`, as an analyst recovers it (n / share)."""
-    totals = [round(c.n_conversations / c.share) for c in rows if c.facet == facet and c.share]
-    return max(totals) if totals else None
 
 
 def carry_changes(
@@ -106,7 +101,10 @@ def carry_changes(
     released |= {
         ("cell", *key): (b.n_users, b.n_conversations) for key, b in previous.cells.items()
     }
-    status = {key: _own_status(now[key], before.get(key), config) for key in now}
+    status = {
+        key: _own_status(now[key], before.get(key), previous.figures.get(key, set()), config)
+        for key in now
+    }
     final = {key: before[key] if status[key] == CARRIED else now[key] for key in now}
 
     def carry(key: Key) -> bool:
@@ -246,15 +244,26 @@ def _exceeds(part: Figure, whole: Figure) -> bool:
     return users or part[1] > whole[1]
 
 
-def _own_status(now: Figure, before: Figure | None, config: PrivacyConfig) -> str:
+def _own_status(
+    now: Figure, before: Figure | None, earlier: set[Figure], config: PrivacyConfig
+) -> str:
+    """NEW without a previous figure, SAME if unchanged, CHANGED if the figure differs from
+    the previous one and from every earlier one (`earlier`, each figure any earlier run
+    released) by 0 or by at least the thresholds, else CARRIED."""
     if before is None:
         return NEW
     if now == before:
         return SAME
-    users = now[0] is None or before[0] is None or abs(now[0] - before[0]) >= config.min_users
-    if users and abs(now[1] - before[1]) >= config.min_conversations:
+    if all(_releasable_change(now, old, config) for old in {before, *earlier}):
         return CHANGED
     return CARRIED
+
+
+def _releasable_change(now: Figure, old: Figure, config: PrivacyConfig) -> bool:
+    if now == old:
+        return True
+    users = now[0] is None or old[0] is None or abs(now[0] - old[0]) >= config.min_users
+    return users and abs(now[1] - old[1]) >= config.min_conversations
 
 
 def _groups(

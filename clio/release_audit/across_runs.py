@@ -1,15 +1,19 @@
-"""Attacks that difference consecutive runs of the same store.
+"""Attacks that difference runs of the same store.
 
 Runs accumulate and re-release the same cluster ids, so any figure that moves
-between two consecutive runs (ordered as `run_changes` orders them) by less than
-the thresholds describes the small group that was added or removed: the users
-of a one-conversation incremental run, their language, their concern score,
-their LLM token counts. Thresholds are the later run's: it released the change.
+between two runs (ordered as `run_changes` orders them) by less than the thresholds
+describes the small group that was added or removed: the users of a one-conversation
+incremental run, their language, their concern score, their LLM token counts.
+Thresholds are the later run's: it released the change. A cluster's or cell's counts
+are differenced between every two runs, not only consecutive ones (a cluster that
+grew by 6 and then shrank by 5 differs by 1 from two runs back); the other attacks
+difference consecutive runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import combinations
 
 from clio.release_audit.findings import Finding, below
 from clio.release_audit.history import Run
@@ -29,11 +33,16 @@ def _pairs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:
     return list(zip(runs, runs[1:], strict=False))
 
 
+def _all_pairs(runs: Sequence[Run]) -> list[tuple[Run, Run]]:
+    """Every (earlier, later) pair of runs."""
+    return list(combinations(runs, 2))
+
+
 def count_changes(runs: Sequence[Run]) -> list[Finding]:
     """A kept cluster whose `n_users` or `n_conversations` changed by 1 to min - 1: the
     change is the number of users (conversations) added or removed, a group that small."""
     findings = []
-    for before, now in _pairs(runs):
+    for before, now in _all_pairs(runs):
         for old, new in _kept(before, now):
             for column, threshold in (
                 ("n_users", now.min_users),
@@ -56,15 +65,17 @@ def count_changes(runs: Sequence[Run]) -> list[Finding]:
 def cell_changes(runs: Sequence[Run]) -> list[Finding]:
     """Breakdown cells of a kept cluster across two runs.
 
-    A cell released in both runs whose users or conversations changed by 1 to min - 1
-    gives the added group's value directly. A cell that appears (or disappears) was
-    hidden on one side, so below the thresholds there; when the cluster itself changed
-    by 1 to min - 1 users (or conversations), the crossing is that small group's doing,
+    A cell released in both runs (any two) whose users or conversations changed by 1 to
+    min - 1 gives the added group's value directly. A cell that appears (or disappears)
+    was hidden on one side, so below the thresholds there; when the cluster itself
+    changed between consecutive runs by 1 to min - 1 users (or conversations), the
+    crossing is that small group's doing,
     and at least (cell - (min - 1)) of them have the value (issue example: 4 -> 5 users
     of a language after one user was added gives that user's language).
     """
     findings = []
-    for before, now in _pairs(runs):
+    consecutive = set(map(id_pair, _pairs(runs)))
+    for before, now in _all_pairs(runs):
         run_ids = (before.row.run_id, now.row.run_id)
         for old, new in _kept(before, now):
             old_cells = {(c.facet, c.value): c for c in before.cells.get(old.cluster_id, [])}
@@ -88,7 +99,7 @@ def cell_changes(runs: Sequence[Run]) -> list[Finding]:
                                     change,
                                 )
                             )
-                elif cluster_change is not None:
+                elif cluster_change is not None and id_pair((before, now)) in consecutive:
                     cell = new_cells.get(key) or old_cells[key]
                     status = "appeared" if key in new_cells else "disappeared"
                     findings.append(
@@ -103,6 +114,10 @@ def cell_changes(runs: Sequence[Run]) -> list[Finding]:
                         )
                     )
     return findings
+
+
+def id_pair(pair: tuple[Run, Run]) -> tuple[str, str]:
+    return pair[0].row.run_id, pair[1].row.run_id
 
 
 def _sub_threshold_change(old: ReleasedCluster, new: ReleasedCluster, now: Run) -> int | None:
