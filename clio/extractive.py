@@ -17,7 +17,9 @@ as long as most members still use both, and a phrase that several users wrote ve
 gets a small bonus (it reads as people write it). Parents are named the same way from
 their children's phrases and the sub-phrases of those, scored over the parent's members.
 Words are those of `clio.keywords.words` (two or more letters, no digits, placeholders
-dropped): the same tokens the gate counts, so a number or an id never reaches a name.
+dropped), and support, coverage and lift are counted on their stems
+(`clio.keywords.stem`): the same units the gate counts, so a number or an id never
+reaches a name and "insult" and "insults" count as one word.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clio.keywords import words
+from clio.keywords import stem, words
 from clio.naming import GENERIC_WORDS, MAX_NAME_CHARS, extractive_description
 
 MAX_PHRASE_WORDS = 6  # longest phrase, function words included
@@ -43,21 +45,24 @@ Phrase = tuple[str, ...]
 
 @dataclass(frozen=True)
 class FacetWords:
-    """The facet's texts tokenised once, with who wrote each and how many texts of the
-    whole facet use each content word (the baseline a cluster's words are compared with)."""
+    """The facet's texts tokenised once, with who wrote each, the content stems of each,
+    and how many texts of the whole facet use each content stem (the baseline a cluster's
+    words are compared with)."""
 
     tokens: list[Phrase]
+    content: list[frozenset[str]]  # per text, the stems of its content words
     users: np.ndarray  # one small integer per distinct user, per text
     document_frequency: Counter[str]
 
     @classmethod
     def of(cls, texts: Sequence[str], users: Sequence[str]) -> FacetWords:
         tokens = [tuple(words(t)) for t in texts]
+        content = [frozenset(stem(w) for w in t if w not in GENERIC_WORDS) for t in tokens]
         codes = np.unique(np.asarray(users, dtype=object), return_inverse=True)[1].ravel()
         frequency: Counter[str] = Counter()
-        for t in tokens:
-            frequency.update({w for w in t if w not in GENERIC_WORDS})
-        return cls(tokens, codes, frequency)
+        for c in content:
+            frequency.update(c)
+        return cls(tokens, content, codes, frequency)
 
     @property
     def n(self) -> int:
@@ -67,7 +72,7 @@ class FacetWords:
 @dataclass(frozen=True)
 class Scored:
     phrase: Phrase
-    content: frozenset[str]
+    content: frozenset[str]  # stems
     score: float
 
     @property
@@ -84,14 +89,14 @@ def trimmed(phrase: Phrase) -> Phrase:
 
 def sub_phrases(tokens: Phrase, supported: set[str]) -> set[Phrase]:
     """Every trimmed run of at most `MAX_PHRASE_WORDS` words of `tokens` whose content
-    words are all in `supported`."""
+    words' stems are all in `supported`."""
     found: set[Phrase] = set()
     for start in range(len(tokens)):
         if tokens[start] in GENERIC_WORDS:
             continue
         for end in range(start + 1, min(len(tokens), start + MAX_PHRASE_WORDS) + 1):
             word = tokens[end - 1]
-            if word not in GENERIC_WORDS and word not in supported:
+            if word not in GENERIC_WORDS and stem(word) not in supported:
                 break
             phrase = trimmed(tokens[start:end])
             if phrase and len(" ".join(phrase)) <= MAX_NAME_CHARS:
@@ -109,7 +114,7 @@ class GroupWords:
         self.items_with: dict[str, set[int]] = {}
         users_with: dict[str, set[int]] = {}
         for i in self.members:
-            for w in set(facet.tokens[i]) - GENERIC_WORDS:
+            for w in facet.content[i]:
                 self.items_with.setdefault(w, set()).add(i)
                 users_with.setdefault(w, set()).add(int(facet.users[i]))
         self.supported = {w for w, u in users_with.items() if len(u) >= min_users}
@@ -164,7 +169,8 @@ class GroupWords:
 
 
 def phrase_content(phrase: Phrase) -> frozenset[str]:
-    return frozenset(w for w in phrase if w not in GENERIC_WORDS)
+    """The stems of the phrase's content words."""
+    return frozenset(stem(w) for w in phrase if w not in GENERIC_WORDS)
 
 
 def mined_candidates(group: GroupWords, order: Sequence[int]) -> set[Phrase]:

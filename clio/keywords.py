@@ -6,18 +6,22 @@ by the share of the term's texts that lie in the cluster (a class-frequency pena
 word spread over twenty clusters keeps a twentieth of its score, a word the cluster
 owns keeps all of it.
 
-A term is kept for a cluster only if at least `min_users` distinct users in that
-cluster used it: a rare word can identify a person, and one heavy user repeating a
-word must not make it a keyword. Scrubber placeholders (`<PERSON_1>`) never count.
+A term is kept for a cluster only if at least `min_users` distinct users in that cluster
+used it (or another word of its `stem`, which also keeps one form per stem): a rare word
+can identify a person, and one heavy user repeating a word must not make it a keyword.
+Scrubber placeholders (`<PERSON_1>`) never count.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
+import snowballstemmer
 from scipy import sparse
 from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.preprocessing import normalize
@@ -44,6 +48,25 @@ def words(text: str) -> list[str]:
     are kept: `count_terms` drops them after this step, and the privacy gate counts a
     keyword's support and a word's rarity with this same tokenizer."""
     return _WORD.findall(_normalise(text))
+
+
+_stemmers = threading.local()
+
+
+@lru_cache(maxsize=1 << 17)
+def stem(word: str) -> str:
+    """The Snowball (Porter 2) English stem of a lower-case `word`: the unit word support is
+    counted in, so "word" and "words", or "insult" and "insulting", are one word for the
+    `min_users` rule. Snowball stemmers keep state while stemming, hence one per thread."""
+    stemmer = getattr(_stemmers, "english", None)
+    if stemmer is None:
+        stemmer = _stemmers.english = snowballstemmer.stemmer("english")
+    return stemmer.stemWord(word)
+
+
+def stems(text: str) -> list[str]:
+    """`words(text)`, each as its `stem`."""
+    return [stem(w) for w in words(text)]
 
 
 def letter_runs(text: str) -> list[str]:
@@ -165,15 +188,29 @@ def keywords_of(
     pair_to_cluster = sparse.csr_matrix(
         (np.ones(n_pairs), (pair_cluster, np.arange(n_pairs))), shape=(k, n_pairs)
     )
-    distinct_users = (pair_to_cluster @ pair_used).tocsr()
+    # Support is counted per stem ("word" and "words" together), as the gate counts it.
+    stem_codes = np.unique([stem(str(t)) for t in vocabulary], return_inverse=True)[1].ravel()
+    term_to_stem = sparse.csr_matrix(
+        (np.ones(len(vocabulary)), (np.arange(len(vocabulary)), stem_codes)),
+        shape=(len(vocabulary), int(stem_codes.max()) + 1),
+    )
+    pair_stem_used = (pair_used @ term_to_stem).tocsr()
+    pair_stem_used.data[:] = 1.0
+    distinct_users = (pair_to_cluster @ pair_stem_used).tocsr()
 
     for cluster in range(k):
         row = scores.getrow(cluster)
         terms, values = row.indices, row.data
-        user_counts = np.asarray(distinct_users[cluster, terms].todense()).ravel()
+        user_counts = np.asarray(distinct_users[cluster, stem_codes[terms]].todense()).ravel()
         keep = (user_counts >= min_users) & (values > 0)
         terms, values = terms[keep], values[keep]
         # Highest score first; ties broken alphabetically so results are reproducible.
         order = sorted(range(len(terms)), key=lambda i: (-values[i], vocabulary[terms[i]]))
-        result[cluster] = [str(vocabulary[terms[i]]) for i in order[:n_keywords]]
+        seen: set[int] = set()
+        chosen = []
+        for i in order:  # one form per stem: the best-scoring
+            if stem_codes[terms[i]] not in seen:
+                seen.add(int(stem_codes[terms[i]]))
+                chosen.append(str(vocabulary[terms[i]]))
+        result[cluster] = chosen[:n_keywords]
     return result

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from clio.keywords import letter_runs, words
+from clio.keywords import letter_runs, stem, words
 
 MAX_NAME_CHARS = 60
 MAX_DESCRIPTION_CHARS = 300
@@ -103,3 +103,8 @@ def content_words(text: str) -> list[str]:
     """The words of `text` (as `clio.keywords.words` counts them) that are not in
     `GENERIC_WORDS`, in order: the words a released text needs `min_users` users for."""
     return [w for w in words(text) if w not in GENERIC_WORDS]
+
+
+def content_stems(text: str) -> set[str]:
+    """The stems of `content_words(text)`: what a released text's support is counted on."""
+    return {stem(w) for w in content_words(text)}

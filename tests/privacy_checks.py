@@ -221,8 +221,9 @@ def k_support_violations(
     """Invariant 8, checked without the gate's code: "cluster: word" for every content word
     (not in `clio.naming.GENERIC_WORDS`) of a released name, description or keyword that
     1 to `min_users - 1` distinct users of the cluster (its full membership) wrote in the
-    cluster's facet; for a keyword also a word no member wrote."""
-    from clio.keywords import words
+    cluster's facet; for a keyword also a word no member wrote. Words are counted by
+    stem: a user who wrote "word" supports "words"."""
+    from clio.keywords import stem, words
     from clio.naming import content_words
 
     members = full_members(clusters)
@@ -233,12 +234,12 @@ def k_support_violations(
         for conversation in members[row.cluster_id]:
             text = values.get(conversation, {}).get(facet_of[row.cluster_id])
             for word in set(words(" ".join(sorted(_labels(text))))):
-                writers[word].add(users[conversation])
+                writers[stem(word)].add(users[conversation])
         texts = [(row.name, False), (row.description, False)]
         texts += [(keyword, True) for keyword in row.keywords]
         for text, is_keyword in texts:
             for word in content_words(text):
-                n = len(writers.get(word, ()))
+                n = len(writers.get(stem(word), ()))
                 if 0 < n < min_users or (is_keyword and n == 0):
                     found.append(f"{row.cluster_id}: {word}")
     return sorted(set(found))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clio.config import PrivacyConfig
-from clio.gate import GateResult, apply_gate
+from clio.gate import WITHHELD_NAME, GateResult, apply_gate
 from clio.records import Cluster
 from clio.released import ReleasedBreakdown, ReleasedCluster
 from tests.privacy_checks import k_support_violations, release_violations
@@ -751,6 +752,35 @@ def test_control_without_the_per_cluster_check_the_word_is_released(monkeypatch)
     cars = next(c for c in result.clusters if c.cluster_id == "cars")
     assert "axolotl" in cars.description
     assert k_support_violations(result, clusters, users, values, 3) == ["cars: axolotl"]
+
+
+def _cluster_of_word_forms(forms: Sequence[str]) -> tuple[list[Cluster], dict, dict]:
+    """Six users of one cluster, each writing about insults in `forms[i % len(forms)]`;
+    the name says "Insults"."""
+    users = conversations("c", 6, 6)
+    values = {c: {"request": f"tell me {forms[i % len(forms)]} for my brother"}
+              for i, c in enumerate(sorted(users))}  # fmt: skip
+    clusters = [node("a", 0, None, list(users), name="Insults", description="")]
+    return clusters, users, values
+
+
+def test_a_word_is_supported_by_the_users_of_any_form_of_its_stem():
+    # "insults" in 2 texts, "insult" and "insulting" in 2 each: 6 users of the stem
+    clusters, users, values = _cluster_of_word_forms(["insults", "insult", "insulting"])
+    result = gate(clusters, users, 5, 5, values)
+    assert result.clusters[0].name == "Insults"
+    assert k_support_violations(result, clusters, users, values, 5) == []
+
+
+def test_control_counted_on_exact_words_each_form_has_two_users_and_is_withheld(monkeypatch):
+    from clio import keywords, naming
+
+    monkeypatch.setattr(keywords, "stem", lambda word: word)
+    monkeypatch.setattr(naming, "stem", lambda word: word)
+    clusters, users, values = _cluster_of_word_forms(["insults", "insult", "insulting"])
+    result = gate(clusters, users, 5, 5, values)
+    assert result.clusters[0].name == WITHHELD_NAME
+    assert result.suppressed == {"text_withheld_rare_word": 1}
 
 
 def test_failing_texts_are_renamed_once_from_vetted_keywords_then_withheld():

@@ -41,7 +41,7 @@ from clio.evaluation.clusters import embed_cached
 from clio.evaluation.data_dir import add_data_dir_argument, default_data_dir
 from clio.extractive import FacetWords, name_clusters
 from clio.keywords import count_terms, keywords_of, words
-from clio.naming import GENERIC_WORDS, keyword_name
+from clio.naming import content_stems, keyword_name
 
 METHODS = ("bertopic", "keywords", "distinctive", "extractive")
 PLACEHOLDER = ""  # a name with nothing left after the support rule
@@ -73,24 +73,24 @@ def bertopic_words(
 
 
 def supported_in(members: np.ndarray, tokens: Sequence[set[str]], min_users: int) -> set[str]:
-    """Content words used by at least `min_users` of `members` (each item its own user)."""
+    """Content stems used by at least `min_users` of `members` (each item its own user)."""
     counts: Counter[str] = Counter()
     for i in members:
-        counts.update(tokens[i] - GENERIC_WORDS)
+        counts.update(tokens[i])
     return {w for w, n in counts.items() if n >= min_users}
 
 
 def gated_words(candidates: Sequence[str], supported: set[str], n: int) -> str:
     """The first `n` of `candidates` whose content words all have support, joined; the
     placeholder if none of those has a content word (function words say nothing)."""
-    kept = [w for w in candidates if set(words(w)) - GENERIC_WORDS <= supported and words(w)]
-    has_content = any(set(words(w)) - GENERIC_WORDS for w in kept[:n])
+    kept = [w for w in candidates if content_stems(w) <= supported and words(w)]
+    has_content = any(content_stems(w) for w in kept[:n])
     return ", ".join(kept[:n]) if has_content else PLACEHOLDER
 
 
 def gated_name(name: str, supported: set[str]) -> str:
     """`name`, or the placeholder if a content word of it lacks support."""
-    content = set(words(name)) - GENERIC_WORDS
+    content = content_stems(name)
     return name if content and content <= supported else PLACEHOLDER
 
 
@@ -101,7 +101,7 @@ def method_names(
     """Every method's gated name for each base cluster 0..k-1."""
     k = len(centroids)
     users = [str(i) for i in range(len(dataset.texts))]
-    tokens = [set(words(t)) for t in dataset.texts]
+    tokens = [content_stems(t) for t in dataset.texts]
     members = members_by_cluster(labels, k)
     supported = [supported_in(m, tokens, min_users) for m in members]
     terms = count_terms(dataset.texts, users)

@@ -6,6 +6,12 @@ thing in both places. The fixed list of function and generic words
 (`clio.naming.GENERIC_WORDS`: English stop words and the words clio itself writes)
 never counts as rare.
 
+Support is counted per word stem (`clio.keywords.stem`): "words" is supported by users
+who wrote "word" or "words". Stems differ from words only in inflection and derivation
+suffixes, which carry nothing about a person. Stemming can join unrelated words that
+share a prefix (Porter's "university" and "universe"); those are common words, and what
+is counted is still `min_users` distinct people writing the released stem.
+
 Word support is counted twice. Over the whole facet (`WordSupport`): a word that only 1
 to `min_users - 1` users wrote anywhere fails every text. And per cluster
 (`ClusterSupport`, the k-support invariant): a content word of a cluster's name or
@@ -34,8 +40,8 @@ from clio.gate.reasons import (
 )
 from clio.gate.thresholds import Cells, Node, all_cells
 from clio.gate.values import FacetValues, value_text
-from clio.keywords import words
-from clio.naming import content_words
+from clio.keywords import stems
+from clio.naming import content_stems
 
 log = logging.getLogger("clio.gate")
 
@@ -43,10 +49,6 @@ TextCheck = Callable[[str], bool]  # True when a text is safe to release
 Audit = Callable[[Sequence[str]], Mapping[str, int | None]]  # text -> score 1-5, None = failed
 # cluster id -> its vetted keywords, in; cluster id -> (name, description), out
 Regenerate = Callable[[Mapping[str, Sequence[str]]], Mapping[str, tuple[str, str]]]
-
-
-def _content_words(text: str) -> set[str]:
-    return set(content_words(text))
 
 
 class WordSupport:
@@ -61,12 +63,12 @@ class WordSupport:
 
     def prepare(self, texts: Iterable[str]) -> None:
         """Count the words of all `texts` in one pass over the facet texts."""
-        self._count({w for text in texts for w in _content_words(text)})
+        self._count({w for text in texts for w in content_stems(text)})
 
     def rare_words(self, text: str) -> list[str]:
-        """The words of `text` that 1 to `min_users - 1` distinct users wrote. A word no
-        user wrote is not rare: it came from the namer, not from a person."""
-        found = _content_words(text)
+        """The content stems of `text` that 1 to `min_users - 1` distinct users wrote. A
+        word no user wrote is not rare: it came from the namer, not from a person."""
+        found = content_stems(text)
         self._count(found)
         return sorted(w for w in found if 0 < self._support[w] < self._min_users)
 
@@ -78,7 +80,7 @@ class WordSupport:
             self._tokens = [
                 (
                     self._user_of[conversation],
-                    frozenset(words(" ".join(value_text(v) for v in values.values()))),
+                    frozenset(stems(" ".join(value_text(v) for v in values.values()))),
                 )  # fmt: skip
                 for conversation, values in self._facet_values.items()
                 if conversation in self._user_of
@@ -94,9 +96,9 @@ class WordSupport:
 def cluster_rare_words(
     text: str, node: Node, tokens: FacetTokens, user_of: Mapping[str, str], min_users: int
 ) -> list[str]:
-    """The content words of `text` that 1 to `min_users - 1` distinct users of `node`'s
+    """The content stems of `text` that 1 to `min_users - 1` distinct users of `node`'s
     cluster (its full membership) wrote in the cluster's facet."""
-    found = _content_words(text)
+    found = content_stems(text)
     if not found:
         return []
     users: dict[str, set[str]] = {w: set() for w in found}
@@ -194,7 +196,7 @@ class TextVetter:
 
 
 class FacetTokens:
-    """The words of one conversation's value of one facet, tokenised once."""
+    """The word stems of one conversation's value of one facet, tokenised once."""
 
     def __init__(self, facet_values: FacetValues):
         self._facet_values = facet_values
@@ -204,7 +206,7 @@ class FacetTokens:
         key = (conversation, facet)
         if key not in self._cache:
             value = self._facet_values.get(conversation, {}).get(facet)
-            self._cache[key] = tuple(words(value_text(value)))
+            self._cache[key] = tuple(stems(value_text(value)))
         return self._cache[key]
 
 
@@ -236,8 +238,9 @@ def keyword_users(
     tokens: FacetTokens,
     user_of: Mapping[str, str],
 ) -> dict[str, set[str]]:
-    """keyword -> distinct users whose `facet` text (among `conversations`) contains it."""
-    phrases = {k: tuple(words(k)) for k in keywords}
+    """keyword -> distinct users whose `facet` text (among `conversations`) contains it,
+    stem for stem."""
+    phrases = {k: tuple(stems(k)) for k in keywords}
     users: dict[str, set[str]] = {k: set() for k in keywords}
     for conversation in conversations:
         found = tokens(conversation, facet)
