@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -534,8 +535,12 @@ def test_released_text_is_escaped_everywhere(tmp_path):
     cluster = ReleasedCluster("request", 0, "request-L0-000", None, name, "a & b", ["<b>kw</b>"],
                               9, 9, 1.0, 2.0, 0.0, 0.0)  # fmt: skip
     write_release(store, _run("r1", 1), ungated_result([cluster]))
+    # A second run where the cluster grew, so "What changed" shows its name too.
+    grown = replace(cluster, n_users=14, n_conversations=14)
+    write_release(store, _run("r2", 2), ungated_result([grown]))
     client = TestClient(create_app(store))
-    for url in ["/", "/cluster/request-L0-000", "/map", "/search?q=img"]:
+    assert esc(name) in client.get("/changes").text
+    for url in ["/", "/cluster/request-L0-000", "/changes", "/map", "/search?q=img"]:
         page = client.get(url).text
         assert "<img src=x" not in page and "<b>kw</b>" not in page, url
     exported = tmp_path / "out.html"
@@ -554,6 +559,13 @@ def test_script_json_cannot_close_its_element():
 # -- export-html ------------------------------------------------------------------------
 
 
+def exported_data(text: str) -> dict:
+    """The JSON block of an exported page."""
+    block = re.search(r'<script type="application/json" id="clio-data">(.*?)</script>', text, re.S)
+    assert block is not None
+    return json.loads(block.group(1))
+
+
 def test_export_html_embeds_every_run_and_loads_nothing(release, tmp_path):
     out = tmp_path / "share" / "clio.html"
     summary = export_html(release.path, out)
@@ -561,9 +573,7 @@ def test_export_html_embeds_every_run_and_loads_nothing(release, tmp_path):
     assert summary.n_runs == 2
     assert summary.n_clusters == sum(len(gate.clusters) for _, gate in release.runs)
     assert summary.n_bytes == len(text.encode("utf-8"))
-    block = re.search(r'<script type="application/json" id="clio-data">(.*?)</script>', text, re.S)
-    assert block is not None
-    data = json.loads(block.group(1))
+    data = exported_data(text)
     for run, gate in release.runs:
         assert sorted(c["id"] for c in data["clusters"][run.run_id]) == sorted(
             c.cluster_id for c in gate.clusters
@@ -573,6 +583,44 @@ def test_export_html_embeds_every_run_and_loads_nothing(release, tmp_path):
     # Self-contained: no file or URL is loaded (the favicon is a data: URL).
     assert not re.search(r'\s(?:src|href)="(?!#|data:)', text)
     assert '<link rel="stylesheet"' not in text
+
+
+def test_export_embeds_what_changed_as_the_served_page_shows_it(client, release, tmp_path):
+    out = tmp_path / "clio.html"
+    export_html(release.path, out)
+    data = exported_data(out.read_text(encoding="utf-8"))
+    first, latest = (run.run_id for run, _ in release.runs)
+    assert set(data["changes"]) == {first, latest}
+    assert (data["changes_note"], data["no_previous_run"]) == (
+        model.CHANGES_NOTE,
+        model.NO_PREVIOUS_RUN,
+    )
+
+    exported = data["changes"][latest]
+    assert exported["previous_run_id"] == first
+    page = client.get("/changes").text
+    assert f'<a href="/?run={first}">{first}</a>' in page and esc(model.CHANGES_NOTE) in page
+    groups = {g["key"]: g for g in exported["groups"]}
+    assert list(groups) == ["new", "grown", "shrunk", "concern", "gone"]
+    for key, group in groups.items():
+        section = page[page.index(f'id="changes-{key}"') :]
+        section = section[: section.index("</section>")]
+        assert esc(group["title"]) in section and esc(group["note"]) in section
+        assert [row["cluster_id"] for row in group["rows"]] == cluster_ids(section), key
+    before, now = release.clusters(0), release.clusters()
+    assert [row["cluster_id"] for row in groups["new"]["rows"]] == [NEW_IN_SECOND_RUN]
+    grown = groups["grown"]["rows"]
+    assert grown and all(
+        row["n_users_change"]
+        == now[row["cluster_id"]].n_users - before[row["cluster_id"]].n_users
+        > 0
+        for row in grown
+    )
+
+    # The first run has no run before it, on the served page and in the file.
+    assert data["changes"][first]["previous_run_id"] is None
+    first_page = client.get(f"/changes?run={first}").text
+    assert esc(model.NO_PREVIOUS_RUN) in first_page and 'id="changes-new"' not in first_page
 
 
 def test_cli_export_html_and_serve_arguments(release, tmp_path, capsys):

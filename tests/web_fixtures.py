@@ -137,11 +137,12 @@ class Release:
         return [b for b in self.runs[run_index][1].breakdowns if b.cluster_id == cluster_id]
 
 
-def build_release(path: Path) -> Release:
-    """Write two runs into the released store at `path`; return what was written."""
+def build_release(path: Path, n_runs: int = 2) -> Release:
+    """Write two runs (or only the first `n_runs`) into the released store at `path`;
+    return what was written."""
     runs = []
     for index, (run_id, day, scale) in enumerate(
-        [("run-2024-05-01", 1, 0.8), ("run-2024-05-08", 8, 1.0)]
+        [("run-2024-05-01", 1, 0.8), ("run-2024-05-08", 8, 1.0)][:n_runs]
     ):
         rng = random.Random(index)
         gate = _gate_result(scale, rng, include_new=index == 1)

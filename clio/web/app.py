@@ -1,10 +1,11 @@
 """The web page over the released store: server-rendered pages, read-only.
 
 Routes (everything else is a 404): `/` (the tree per facet, with sort and
-filters), `/cluster/<cluster_id>`, `/map`, `/search`, and `/static/<name>` for
-a fixed set of packaged files. Every page takes `?run=<run_id>` (default: the
-latest run); an unknown run or cluster id is a 404. Data comes only from
-`ReleasedStore`, which opens the released file read-only.
+filters), `/cluster/<cluster_id>`, `/changes`, `/map`, `/search`, and
+`/static/<name>` for a fixed set of packaged files. Every page takes
+`?run=<run_id>` (default: the latest run); an unknown run or cluster id is a
+404. Data comes only from `ReleasedStore`, which opens the released file
+read-only.
 """
 
 from __future__ import annotations
@@ -237,6 +238,8 @@ def create_app(db_path: Path | str, loopback_only: bool = False) -> FastAPI:
                 "nav": "changes",
                 "previous_run_id": previous,
                 "groups": model.change_groups(changes),
+                "changes_note": model.CHANGES_NOTE,
+                "no_previous_run": model.NO_PREVIOUS_RUN,
             },
         )
 

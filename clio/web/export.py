@@ -1,11 +1,11 @@
 """`clio export-html`: one self-contained HTML file of the web page's views.
 
-The released data (every run's clusters, breakdown charts, history and map
-layout, computed by the same `clio.web.model` functions as the server's pages)
-is embedded as JSON in a `<script type="application/json">` block; inline CSS
-(the served stylesheet) and inline JS (`static/export.js`) render the tree,
-cluster pages, map and search from it, from file:// with no server and no
-network.
+The released data (every run's clusters, breakdown charts, history, map
+layout and "What changed" sections, computed by the same `clio.web.model`
+functions as the server's pages) is embedded as JSON in a
+`<script type="application/json">` block; inline CSS (the served stylesheet)
+and inline JS (`static/export.js`) render the tree, cluster pages, what
+changed, map and search from it, from file:// with no server and no network.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from clio.released import CONCERNING_AT, ReleasedCluster
 from clio.web import model
 from clio.web.app import TEMPLATES_DIR, static_file
-from clio.web.released import ReleasedStore
+from clio.web.released import Change, ReleasedStore
 
 # The exported page is meant to be shared: readable by all, as the released store is.
 EXPORT_MODE = 0o644
@@ -93,7 +93,9 @@ def export_data(store: ReleasedStore) -> dict[str, Any]:
     clusters: dict[str, list[dict[str, Any]]] = {}
     charts: dict[str, dict[str, list[dict[str, Any]]]] = {}
     maps: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
+    changes: dict[str, dict[str, Any]] = {}
     for run in runs:
+        changes[run.run_id] = _changes(store, run.run_id)
         rows = store.clusters(run.run_id)
         by_id = {c.cluster_id: c for c in rows}
         clusters[run.run_id] = [_cluster(c) for c in rows]
@@ -163,6 +165,9 @@ def export_data(store: ReleasedStore) -> dict[str, Any]:
         "charts": charts,
         "maps": maps,
         "history": history,
+        "changes": changes,
+        "changes_note": model.CHANGES_NOTE,
+        "no_previous_run": model.NO_PREVIOUS_RUN,
         "map_size": [model.MAP_WIDTH, model.MAP_HEIGHT],
         "concern_labels": {str(k): v for k, v in model.CONCERN_LABELS.items()},
         "concerning_at": CONCERNING_AT,
@@ -208,6 +213,31 @@ def _cluster(c: ReleasedCluster) -> dict[str, Any]:
         "n_conversations": c.n_conversations,
         "share": c.share,
         "concern_mean": _finite(c.concern_mean),
+    }
+
+
+def _changes(store: ReleasedStore, run_id: str) -> dict[str, Any]:
+    """The run's "What changed" sections, as the server's `/changes` page shows them."""
+    previous, changes = store.changes(run_id)
+    return {
+        "previous_run_id": previous,
+        "groups": [
+            {
+                "key": group.key,
+                "title": group.title,
+                "note": group.note,
+                "rows": [_change(c) for c in group.rows],
+            }
+            for group in model.change_groups(changes)
+        ],
+    }
+
+
+def _change(c: Change) -> dict[str, Any]:
+    return {
+        **asdict(c),
+        "concern_mean": _finite(c.concern_mean),
+        "concern_change": _finite(c.concern_change),
     }
 
 

@@ -358,6 +358,13 @@ class ChangeGroup:
 
 
 CHANGES_SHOWN = 10  # per section: the largest first
+# The "What changed" page's words around its sections, the same on the server's page and
+# in the exported file.
+CHANGES_NOTE = (
+    "A cluster keeps its id across runs, rebuilds too, where its conversations mostly stay; "
+    "every change shown is at least the release thresholds."
+)
+NO_PREVIOUS_RUN = "This is the first released run: there is nothing to compare it with."
 
 
 def change_groups(changes: Sequence[Change]) -> list[ChangeGroup]:

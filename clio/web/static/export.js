@@ -1,7 +1,8 @@
 // The exported page: renders the same views as `clio serve` from the JSON block
-// embedded in the file. Routes live in the URL hash (#/, #/cluster/<id>, #/map,
-// #/search), each with ?run=<run_id>. Mirrors build_forest and search_clusters
-// of clio/web/model.py. Text is always set with textContent, never parsed as HTML.
+// embedded in the file. Routes live in the URL hash (#/, #/cluster/<id>, #/changes,
+// #/map, #/search), each with ?run=<run_id>. Mirrors build_forest and search_clusters
+// of clio/web/model.py; the What changed sections come computed by its change_groups.
+// Text is always set with textContent, never parsed as HTML.
 (function () {
   "use strict";
 
@@ -48,6 +49,11 @@
     if (v === null || v === undefined) return "–";
     var p = v * 100;
     return p > 0 && p < 0.1 ? "<0.1%" : p.toFixed(1) + "%";
+  }
+  // As Python's "%+d" and "%+.2f".
+  function signed(n, digits) {
+    var text = digits === undefined ? String(n) : n.toFixed(digits);
+    return text.charAt(0) === "-" ? text : "+" + text;
   }
   function concernLevel(mean) {
     if (mean === null || mean === undefined || isNaN(mean)) return null;
@@ -298,6 +304,8 @@
           h("h1", {}, "Cluster hierarchy"),
           h("p", { class: "lede" }, "What people use the assistant for, grouped into named clusters per facet. " +
             "Open a row to see its sub-clusters, or a name to see its details."),
+          h("p", { class: "muted" }, [h("a", { id: "what-changed", href: href("/changes", { run: run.run_id }) },
+            "What changed in this run"), ", against the run before it."]),
         ]),
         h("dl", { class: "stats" }, [
           stat("Conversations", count(run.n_conversations)),
@@ -395,7 +403,8 @@
       ]) : null,
       h("section", { class: "card" }, [
         h("header", { class: "facet-head" }, [h("h2", {}, "Across runs"),
-          h("span", { class: "muted" }, "this cluster id in " + history.length + " of " + DATA.runs.length + " runs")]),
+          h("span", { class: "muted" }, ["this cluster id in " + history.length + " of " + DATA.runs.length + " runs · ",
+            h("a", { id: "what-changed", href: href("/changes", { run: run.run_id }) }, "What changed in this run")])]),
         h("table", { class: "data", id: "history" }, [
           h("thead", {}, h("tr", {}, ["Run", "Finished", "Name in that run", "Distinct users", "Conversations", "Share", "Concern"]
             .map(function (t, i) { return h("th", { scope: "col", class: i === 4 || i === 5 ? "num" : null }, t); }))),
@@ -412,6 +421,45 @@
         ]),
       ]),
     ];
+  }
+
+  function changeRow(c, run, previous) {
+    // A gone cluster has no name in this run: its name and page are the run before's.
+    var link = c.name !== null ? h("a", { href: clusterHref(c.cluster_id, run.run_id) }, c.name)
+      : h("a", { href: clusterHref(c.cluster_id, previous) }, c.previous_name);
+    return h("tr", { "data-cluster-id": c.cluster_id }, [
+      h("td", {}, [link, c.status === "split" || c.status === "merged"
+        ? [" ", h("span", { class: "muted small" }, "(" + c.status + ")")] : null]),
+      h("td", {}, c.facet + " · " + c.level),
+      h("td", { class: "num" }, count(c.previous_n_users)),
+      h("td", { class: "num" }, count(c.n_users)),
+      h("td", { class: "num" }, signed(c.n_users_change)),
+      h("td", {}, [concernBadge(c.concern_mean),
+        c.concern_change ? [" ", h("span", { class: "muted small" }, signed(c.concern_change, 2))] : null]),
+    ]);
+  }
+
+  function viewChanges(run) {
+    var changes = DATA.changes[run.run_id] || { previous_run_id: null, groups: [] };
+    var previous = changes.previous_run_id;
+    var intro = h("section", { class: "intro" }, h("div", {}, [
+      h("p", { class: "eyebrow" }, "Run " + run.run_id),
+      h("h1", {}, "What changed"),
+      h("p", { class: "muted", id: "changes-against" }, previous
+        ? ["Against run ", h("a", { href: href("/", { run: previous }) }, previous), ", the run before it. " + DATA.changes_note]
+        : DATA.no_previous_run),
+    ]));
+    if (!previous) return [intro];
+    return [intro, changes.groups.map(function (group) {
+      return h("section", { class: "card", id: "changes-" + group.key }, [
+        h("header", { class: "facet-head" }, [h("h2", {}, group.title), h("span", { class: "muted" }, group.note)]),
+        group.rows.length ? h("table", { class: "data" }, [
+          h("thead", {}, h("tr", {}, ["Cluster", "Facet · level", "Users before", "Users now", "Change", "Concern"]
+            .map(function (t, i) { return h("th", { scope: "col", class: i >= 2 && i <= 4 ? "num" : null }, t); }))),
+          h("tbody", {}, group.rows.map(function (c) { return changeRow(c, run, previous); })),
+        ]) : h("p", { class: "muted" }, "None."),
+      ]);
+    })];
   }
 
   function viewMap(run, params) {
@@ -543,6 +591,9 @@
       content = viewTree(run, route.params);
     } else if (cluster) {
       content = viewCluster(run, decodeURIComponent(cluster[1]));
+    } else if (route.path === "/changes") {
+      content = viewChanges(run);
+      nav = "changes";
     } else if (route.path === "/map") {
       content = viewMap(run, route.params);
       nav = "map";
@@ -560,6 +611,7 @@
       document.getElementById("brand").setAttribute("href", href("/", { run: run.run_id }));
       document.getElementById("nav-tree").setAttribute("href", href("/", { run: run.run_id }));
       document.getElementById("nav-map").setAttribute("href", href("/map", { run: run.run_id }));
+      document.getElementById("nav-changes").setAttribute("href", href("/changes", { run: run.run_id }));
       var footer = document.getElementById("footer");
       footer.replaceChildren();
       append(footer, ["Released aggregates only. Every cluster and breakdown shown here has at least " + run.min_users +
@@ -568,6 +620,7 @@
     }
     document.getElementById("nav-tree").className = nav === "tree" ? "active" : "";
     document.getElementById("nav-map").className = nav === "map" ? "active" : "";
+    document.getElementById("nav-changes").className = nav === "changes" ? "active" : "";
     searchInput.value = nav === "search" ? route.params.q || "" : "";
     window.scrollTo(0, 0);
   }
