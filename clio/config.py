@@ -402,6 +402,13 @@ class DescribeConfig(_Section):
         "their children's phrases (no LLM call); 'auto' is 'extractive' with the small "
         "embedded model (backend 'local'), which cannot name clusters, and 'llm' otherwise.",
     )
+    fold_unnamed: bool = Field(
+        True,
+        description="Extractive names: a base cluster none of whose words min_users of its "
+        "users wrote has nothing that can be said of it; its members join their nearest "
+        "named base cluster (by centroid) before the hierarchy is built, so no released "
+        "cluster is a placeholder. Off: such clusters keep a placeholder name.",
+    )
 
 
 class HierarchyConfig(_Section):
@@ -461,6 +468,15 @@ class PrivacyConfig(_Section):
     )
     audit_min_score: int = Field(
         3, ge=1, le=5, description="Lowest privacy-audit score (1-5) a released text may have."
+    )
+    audit_extractive_text: bool = Field(
+        False,
+        description="Also audit the texts of extractively named clusters (`describe.names` "
+        "resolving to 'extractive'). Off: those names and descriptions are made only of words "
+        "`min_users` users of the cluster wrote (the gate re-checks it) and are re-scanned by "
+        "the scrubber; the packaged 270M model's audit rejected topic words there ('Gun', "
+        "'Rob', 'Locate the residential address' on the shipped sample), not persons. "
+        "Renaming a failing text then uses its vetted keywords only, without the LLM.",
     )
     dp_enabled: bool = Field(
         False,

@@ -234,3 +234,23 @@ def name_parent(
             candidates |= sub_phrases(s.phrase, group.supported)
     ranked = group.ranked(candidates)
     return ranked, summary(best_two(ranked), keywords)
+
+
+def joined_names(names: Sequence[str]) -> str:
+    """The `names` distinct regardless of case (the first of each kept), in order, joined
+    as "A, b and c" while the whole fits in `MAX_NAME_CHARS` (the first always)."""
+    distinct: list[str] = []
+    for name in names:
+        if name and name.lower() not in {d.lower() for d in distinct}:
+            distinct.append(name)
+    picked = distinct[:1]
+    for name in distinct[1:]:
+        if len(_joined([*picked, name])) > MAX_NAME_CHARS:
+            break
+        picked.append(name)
+    return _joined(picked)
+
+
+def _joined(names: Sequence[str]) -> str:
+    parts = [names[0], *(n[:1].lower() + n[1:] for n in names[1:])]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]

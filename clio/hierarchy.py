@@ -37,7 +37,7 @@ from clio.cluster import (
 )
 from clio.config import ClusterConfig, DescribeConfig, HierarchyConfig, RunConfig
 from clio.describe import describe_clusters, parent_prompt, summarise_with_fallback
-from clio.extractive import FacetWords, Scored, name_clusters, name_parent
+from clio.extractive import FacetWords, Scored, joined_names, name_clusters, name_parent
 from clio.hierarchy_llm import build_parent_level
 from clio.keywords import TermCounts, count_terms, keywords_of
 from clio.llm.base import Prompt
@@ -254,6 +254,15 @@ def build_facet_tree(
     if settings.names == "extractive":
         facet_words = FacetWords.of(texts, users)
         named = name_clusters(facet_words, labels, vectors, centroids, keywords, settings.min_users)
+        unnamed = [c for c, (_, found) in enumerate(named) if found is None]
+        if settings.describe.fold_unnamed and 0 < len(unnamed) < len(centroids):
+            labels, centroids = fold_clusters(vectors, labels, centroids, unnamed)
+            _log.info(f"hierarchy {facet}: {len(unnamed)} base clusters without a supported "
+                      "word folded into their nearest named ones")  # fmt: skip
+            keywords = _keywords(terms, labels, settings)
+            named = name_clusters(
+                facet_words, labels, vectors, centroids, keywords, settings.min_users
+            )
         summaries = [
             _extractive_summary(found, keywords.get(c, []), f"{facet} cluster {c}")
             for c, (_, found) in enumerate(named)
@@ -285,6 +294,20 @@ def build_facet_tree(
         + " > ".join(str(len(level.centroids)) for level in levels)
     )
     return clusters
+
+
+def fold_clusters(
+    vectors: np.ndarray, labels: np.ndarray, centroids: np.ndarray, folded: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, centroids) with the clusters `folded` removed: each of their items joins
+    the remaining cluster whose centroid is nearest. The others keep their order (largest
+    first again after compacting) and get the centroids of their new members."""
+    keep = np.setdiff1d(np.arange(len(centroids)), np.asarray(folded, dtype=np.int64))
+    moved = np.isin(labels, folded)
+    labels = labels.copy()
+    labels[moved] = keep[np.argmax(vectors[moved] @ centroids[keep].T, axis=1)]
+    labels = compact_labels(labels)
+    return labels, centroids_of(vectors, labels, len(keep)).astype(np.float32)
 
 
 def base_cluster_of_items(tree: Sequence[Cluster]) -> dict[int, str]:
@@ -399,7 +422,7 @@ def _add_centroid_levels(
             child_to_node=child_to_node,
         )
         if base.facet_words is not None:
-            _name_parents_extractively(facet, len(levels), level, below, base.facet_words, settings)
+            _name_parents_extractively(facet, len(levels), level, below, base, settings)
         else:
             level.summaries = _name_parents(
                 facet, len(levels), level, below, llm, settings.hierarchy
@@ -457,11 +480,14 @@ def _name_parents_extractively(
     level_number: int,
     level: _Level,
     below: _Level,
-    facet_words: FacetWords,
+    base: _Level,
     settings: TreeSettings,
 ) -> None:
-    """Each parent's name from its children's phrases, supported over its own members."""
+    """Each parent's phrases from its children's, supported over its own members; its name
+    lists the names of the largest extractively named base clusters under it (each
+    supported in its base cluster, so in the parent too), else its best phrase."""
     assert level.child_to_node is not None and below.phrases is not None
+    assert base.facet_words is not None
     n_nodes = len(level.centroids)
     children = members_by_cluster(level.child_to_node, n_nodes)
     items = members_by_cluster(level.item_labels, n_nodes)
@@ -469,13 +495,18 @@ def _name_parents_extractively(
     for node in range(n_nodes):
         keywords = level.keywords.get(node, [])
         ranked, found = name_parent(
-            facet_words,
+            base.facet_words,
             items[node].tolist(),
             [below.phrases[int(c)] for c in children[node]],
             keywords,
             settings.min_users,
         )
         level.phrases.append(ranked)
+        under = np.bincount(base.item_labels[items[node]], minlength=len(base.centroids))
+        largest = [int(b) for b in np.argsort(-under, kind="stable") if under[b] > 0]
+        named = [base.summaries[b][0] for b in largest if base.summaries[b][2] == "extractive"]
+        if found is not None and len(named) > 1:
+            found = (joined_names(named), found[1])
         fallback = f"{facet} group L{level_number}-{node}"
         level.summaries.append(_extractive_summary(found, keywords, fallback))
 

@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 import snowballstemmer
 from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 from sklearn.preprocessing import normalize
 
 # `<PERSON>`, `<EMAIL_ADDRESS_2>`, `[PHONE_NUMBER]`: typed placeholders left by the scrubber.
@@ -32,6 +32,19 @@ _PLACEHOLDER = re.compile(r"[<\[]\s*[A-Z][A-Z0-9_]*\s*[>\]]")
 _WORD = re.compile(r"(?u)\b[^\W\d_]{2,}\b")
 # Every run of letters, whatever its length or neighbours.
 _LETTERS = re.compile(r"[^\W\d_]+")
+
+
+# Verbs and adjectives nearly every request uses, which say nothing of its topic ("what do
+# you think", "the best way to", "can you tell me"): never a keyword, and a name made of
+# them names nothing (`clio.naming.GENERIC_WORDS`).
+CONVERSATIONAL_WORDS = frozenset(
+    _WORD.findall(
+        "think thinking thought make making way ways best good better like likes know knows "
+        "tell telling say saying said want wants need needs thing things really going use "
+        "using try trying lot doing did does getting got okay ok yes sure mean means"
+    )
+)
+KEYWORD_STOP_WORDS = sorted(ENGLISH_STOP_WORDS | CONVERSATIONAL_WORDS)
 
 
 def strip_placeholders(text: str) -> str:
@@ -93,13 +106,13 @@ class TermCounts:
 
 
 def count_terms(texts: Sequence[str], users: Sequence[str]) -> TermCounts:
-    """Vectorise `texts` once (English stop words, words of two or more letters,
-    placeholders dropped) for `keywords_of`."""
+    """Vectorise `texts` once (English stop words and `CONVERSATIONAL_WORDS` left out,
+    words of two or more letters, placeholders dropped) for `keywords_of`."""
     if len(texts) != len(users):
         raise ValueError(f"texts and users differ in length: {len(texts)}, {len(users)}")
     user_codes = np.unique(np.asarray(users, dtype=object), return_inverse=True)[1].ravel()
     vectorizer = CountVectorizer(
-        stop_words="english",
+        stop_words=KEYWORD_STOP_WORDS,
         token_pattern=_WORD.pattern,
         preprocessor=_normalise,
     )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from clio.keywords import letter_runs, stem, words
+from clio.keywords import CONVERSATIONAL_WORDS, letter_runs, stem, words
 
 MAX_NAME_CHARS = 60
 MAX_DESCRIPTION_CHARS = 300
@@ -94,9 +94,10 @@ DESCRIBING_WORDS = frozenset(
 )
 
 
-# The fixed list of function and generic words: English stop words and the words clio
-# writes itself. Only the other, content, words of a released text need support.
-GENERIC_WORDS = frozenset(ENGLISH_STOP_WORDS) | DESCRIBING_WORDS
+# The fixed list of function and generic words: English stop words, the words clio
+# writes itself and conversational words. Only the other, content, words of a released
+# text need support, and only they make a phrase a name.
+GENERIC_WORDS = frozenset(ENGLISH_STOP_WORDS) | DESCRIBING_WORDS | CONVERSATIONAL_WORDS
 
 
 def content_words(text: str) -> list[str]:

@@ -124,7 +124,10 @@ def test_the_estimate_is_near_the_golden_runs_recorded_calls(tmp_path, server, c
 @pytest.mark.parametrize("audit", [False, True])
 def test_only_non_llm_facets_need_no_call(tmp_path, server, inputs, capsys, audit):
     config = tmp_path / "c.yaml"
-    privacy = f"privacy: {{min_users: 3, min_conversations: 3, audit_released_text: {audit}}}\n"
+    privacy = (
+        f"privacy: {{min_users: 3, min_conversations: 3, audit_released_text: {audit}, "
+        f"audit_extractive_text: {audit}}}\n"
+    )
     config.write_text(
         CONFIG.format(url=server.url).replace("privacy: {min_users: 3, min_conversations: 3}\n", "")
         + privacy

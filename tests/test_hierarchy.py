@@ -13,6 +13,7 @@ from clio.config import (
     PrivacyConfig,
     RunConfig,
 )
+from clio.extractive import joined_names
 from clio.hierarchy import (
     TreeSettings,
     build_facet_tree,
@@ -211,11 +212,28 @@ def test_extractive_names_come_from_member_texts_and_ask_no_llm():
     assert {c.extra["name_source"] for c in clusters} == {"extractive"}
     member_words = {w for t in texts for w in t.lower().split()}
     for cluster in clusters:
-        assert set(cluster.name.lower().split()) <= member_words
+        # a parent lists its base clusters' names: "A, b and c"
+        assert set(cluster.name.lower().replace(",", " ").split()) - {"and"} <= member_words
         assert cluster.description.startswith("Requests such as")
     # a base cluster is named after its own topic word (texts: "<topic> <family> ...")
     base = [c for c in clusters if c.level == 0]
     assert all(_word(_topic_of_members(c, texts)) in c.name.lower() for c in base)
+    # a parent's name starts with the name of the largest base cluster under it
+    by_id = {c.cluster_id: c for c in clusters}
+    for parent in (c for c in clusters if c.level == 1 and len(c.children) > 1):
+        children = [by_id[k] for k in parent.children]
+        most = max(c.extra["n_items"] for c in children)
+        largest = [c.name.lower() for c in children if c.extra["n_items"] == most]
+        assert any(parent.name.lower().startswith(name) for name in largest)
+
+
+def test_joined_names_list_distinct_names_within_the_length_limit():
+    assert joined_names(["Steal money", "Prank", "steal money", "Gun"]) == (
+        "Steal money, prank and gun"
+    )
+    assert joined_names(["Kill", "Prank"]) == "Kill and prank"
+    long = ["A" * 40, "B" * 15, "C" * 30]
+    assert joined_names(long) == "A" * 40 + " and b" + "B" * 14
 
 
 def _topic_of_members(cluster, texts) -> int:

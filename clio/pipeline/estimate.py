@@ -53,6 +53,7 @@ from clio.mapping import UMAP_NEIGHBOURS
 from clio.naming import shorten
 from clio.pipeline.paths import RunPaths
 from clio.pipeline.plan import slices
+from clio.pipeline.publish import ReleaseSettings
 from clio.records import Conversation
 from clio.store import PrivateStore
 
@@ -567,7 +568,7 @@ def _llm_hierarchy_calls(
 
 def audit_calls(config: RunConfig, n_clusters: int) -> list[Calls]:
     """The gate's privacy audit (and renames from keywords) of the released texts."""
-    if not config.privacy.audit_released_text or n_clusters == 0:
+    if not ReleaseSettings.of(config).privacy.audit_released_text or n_clusters == 0:
         return []
     names = TreeSettings.from_config(config).names
     per_cluster = GATE_CALLS_PER_CLUSTER[names]

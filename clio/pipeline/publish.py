@@ -18,6 +18,7 @@ from clio.config import FacetConfig, LLMConfig, PrivacyConfig, RunConfig, ScrubC
 from clio.dp_ledger import record_spend
 from clio.gate import GateResult, TextCheck, apply_gate
 from clio.gate.public import LineageCandidate, PublicId, keyed_ids, release_id_key
+from clio.hierarchy import resolve_names
 from clio.lineage import KEPT, MERGED, RELATIONS
 from clio.llm.client import StructuredLLM
 from clio.pipeline.components import hmac_key, llm_for, scrubber_for
@@ -48,7 +49,13 @@ class ReleaseSettings:
 
     @classmethod
     def of(cls, config: RunConfig) -> ReleaseSettings:
-        return cls(config.privacy, config.facets, config.scrub, config.llm, config.cluster.seed)
+        """The settings of `config`, the LLM audit left out where every released text is
+        extractive and `privacy.audit_extractive_text` is off."""
+        privacy = config.privacy
+        extractive = resolve_names(config.describe, config.llm.backend) == "extractive"
+        if extractive and not privacy.audit_extractive_text:
+            privacy = privacy.model_copy(update={"audit_released_text": False})
+        return cls(privacy, config.facets, config.scrub, config.llm, config.cluster.seed)
 
     def without(self, facet_names: Collection[str]) -> ReleaseSettings:
         """These settings with `facet_names` left out: the gate then releases no breakdown
@@ -116,7 +123,7 @@ def gate_clusters(
             else None
         ),
         audit=partial(audit_texts, llm=llm) if llm is not None else None,
-        regenerate=KeywordRenamer(llm) if llm is not None else None,
+        regenerate=KeywordRenamer(llm),
         total_conversations=root_totals(clusters),
         seed=settings.seed,
         public_id=public_id,
