@@ -469,6 +469,13 @@ class PrivacyConfig(_Section):
     audit_min_score: int = Field(
         3, ge=1, le=5, description="Lowest privacy-audit score (1-5) a released text may have."
     )
+    rescan_extractive_text: bool = Field(
+        False,
+        description="Also re-scan the texts of extractively named clusters with the scrubber. "
+        "Off: each of their words was written by `min_users` users of the cluster in texts "
+        "the scrubber already scanned in context; scanned alone, common words that are also "
+        "given names ('Gun', 'Rob') read as a PERSON.",
+    )
     audit_extractive_text: bool = Field(
         False,
         description="Also audit the texts of extractively named clusters (`describe.names` "

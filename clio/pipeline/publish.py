@@ -49,12 +49,19 @@ class ReleaseSettings:
 
     @classmethod
     def of(cls, config: RunConfig) -> ReleaseSettings:
-        """The settings of `config`, the LLM audit left out where every released text is
-        extractive and `privacy.audit_extractive_text` is off."""
+        """The settings of `config`, the LLM audit and the re-scan left out where every
+        released text is extractive and `privacy.audit_extractive_text` (or
+        `rescan_extractive_text`) is off."""
         privacy = config.privacy
-        extractive = resolve_names(config.describe, config.llm.backend) == "extractive"
-        if extractive and not privacy.audit_extractive_text:
-            privacy = privacy.model_copy(update={"audit_released_text": False})
+        if resolve_names(config.describe, config.llm.backend) == "extractive":
+            privacy = privacy.model_copy(
+                update={
+                    "audit_released_text": privacy.audit_released_text
+                    and privacy.audit_extractive_text,
+                    "rescan_released_text": privacy.rescan_released_text
+                    and privacy.rescan_extractive_text,
+                }
+            )
         return cls(privacy, config.facets, config.scrub, config.llm, config.cluster.seed)
 
     def without(self, facet_names: Collection[str]) -> ReleaseSettings:
