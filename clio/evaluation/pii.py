@@ -8,7 +8,10 @@ and the dataset's own type names come from `clio.evaluation.pii_datasets`. `over
 sums the dataset types the scrubber is meant to replace (the primary counterpart of the
 type is replaced under the scrub config); the others (for example DATE_TIME, which clio
 leaves in place by default, or TITLE, which no recognizer covers) are still reported per
-type, with `in_scope: false`.
+type, with `in_scope: false`. A gold span whose value the scrubber's keep policy leaves in
+place on purpose (`scrub.keep_public_places`: "Spain", "Philadelphia") is out of scope by
+policy: not counted as gold, counted in `out_of_scope_by_policy`, and a detection that
+finds only such spans counts neither as right nor wrong.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from typing import Any
 
 from clio.config import ScrubConfig, load_config
 from clio.evaluation.data_dir import add_data_dir_argument, default_data_dir
-from clio.evaluation.pii_datasets import NAMES, PiiDataset, load_dataset
+from clio.evaluation.pii_datasets import NAMES, Example, PiiDataset, load_dataset
 from clio.progress import Progress
-from clio.scrub import propagate_values, resolve_overlaps
+from clio.scrub import Scrubber, propagate_values, resolve_overlaps
 
 TEXTS_PER_BATCH = 256
 MIN_GOLD_OVERLAP = 0.5
@@ -38,12 +41,14 @@ class Counts:
     gold: int = 0
     correct_predictions: int = 0
     predictions: int = 0
+    out_of_scope_by_policy: int = 0  # gold spans the keep policy leaves in place
 
     def add(self, other: Counts) -> None:
         self.found_gold += other.found_gold
         self.gold += other.gold
         self.correct_predictions += other.correct_predictions
         self.predictions += other.predictions
+        self.out_of_scope_by_policy += other.out_of_scope_by_policy
 
     def scores(self) -> dict[str, float | int]:
         precision = self.correct_predictions / self.predictions if self.predictions else 0.0
@@ -54,6 +59,7 @@ class Counts:
             "recall": round(recall, 4),
             "f2": round(f2, 4),
             "support": self.gold,
+            "out_of_scope_by_policy": self.out_of_scope_by_policy,
         }
 
 
@@ -79,13 +85,19 @@ def count_spans(
     gold: Sequence[tuple[str, int, int]],
     predicted: Sequence[tuple[str, int, int]],
     compatible: dict[str, tuple[str, ...]],
+    kept: Sequence[tuple[str, int, int]] = (),
 ) -> dict[str, Counts]:
     """Counts per dataset type for one text. `gold` uses the dataset's types, `predicted`
     the scrubber's; gold types missing from `compatible` and predictions compatible with
-    no dataset type are ignored."""
+    no dataset type are ignored. `kept` are the gold spans out of scope by policy: counted
+    apart, and a prediction that finds only them is ignored."""
     counts = {entity: Counts() for entity in compatible}
     owners = miss_owners(compatible)
-    scored_gold = [g for g in gold if g[0] in compatible]
+    policy = set(kept)
+    out_of_scope = [g for g in gold if g[0] in compatible and g in policy]
+    scored_gold = [g for g in gold if g[0] in compatible and g not in policy]
+    for entity, _, _ in out_of_scope:
+        counts[entity].out_of_scope_by_policy += 1
     for entity, start, end in scored_gold:
         counts[entity].gold += 1
         if any(
@@ -104,6 +116,11 @@ def count_spans(
             ),
             None,
         )
+        if matched is None and any(
+            p_type in compatible[entity] and _finds(p_start, p_end, start, end)
+            for entity, start, end in out_of_scope
+        ):
+            continue
         charged = counts[matched or owners[p_type]]
         charged.predictions += 1
         charged.correct_predictions += matched is not None
@@ -139,8 +156,21 @@ class PiiReport:
         }
 
 
+def kept_by_policy(
+    example: Example, compatible: dict[str, tuple[str, ...]], scrubber: Scrubber
+) -> list[tuple[str, int, int]]:
+    """The example's gold spans whose value the scrubber leaves in place on purpose, judged
+    as a detection of the type's primary counterpart (a GPE as a LOCATION)."""
+    return [
+        (g.entity_type, g.start, g.end)
+        for g in example.spans
+        if compatible.get(g.entity_type)
+        and scrubber.keeps(compatible[g.entity_type][0], example.text[g.start : g.end])
+    ]
+
+
 def evaluate(
-    dataset: PiiDataset, scrubber: Any, *, limit: int | None = None, progress: bool = True
+    dataset: PiiDataset, scrubber: Scrubber, *, limit: int | None = None, progress: bool = True
 ) -> PiiReport:
     """Run `scrubber.analyze` over the dataset and score it."""
     examples = dataset.examples[:limit] if limit is not None else dataset.examples
@@ -165,6 +195,7 @@ def evaluate(
                     [(g.entity_type, g.start, g.end) for g in example.spans],
                     [(s.entity_type, s.start, s.end) for s in found],
                     dataset.compatible,
+                    kept_by_policy(example, dataset.compatible, scrubber),
                 )
                 for entity, entity_counts in counts.items():
                     totals[entity].add(entity_counts)
@@ -185,20 +216,23 @@ def format_table(result: dict[str, Any]) -> str:
         f"PII evaluation: {result['dataset']} ({result['n_texts']} texts, {result['seconds']} s)",
         f"scrubber: {result['scrubber']}",
         "",
-        f"{'entity':<20} {'precision':>9} {'recall':>7} {'F2':>7} {'support':>8}  scope",
+        f"{'entity':<20} {'precision':>9} {'recall':>7} {'F2':>7} {'support':>8} "
+        f"{'kept':>6}  scope",
     ]
 
     def row(name: str, scores: dict[str, Any], scope: str) -> str:
         return (
             f"{name:<20} {scores['precision']:>9.3f} {scores['recall']:>7.3f} "
-            f"{scores['f2']:>7.3f} {scores['support']:>8}  {scope}"
+            f"{scores['f2']:>7.3f} {scores['support']:>8} {scores['out_of_scope_by_policy']:>6}"
+            f"  {scope}"
         )
 
     for entity, scores in result["per_entity"].items():
         lines.append(row(entity, scores, "in" if scores["in_scope"] else "out"))
-    lines.append("-" * 64)
+    lines.append("-" * 71)
     lines.append(row("overall (in scope)", result["overall"], ""))
     lines.append(row("all scored types", result["overall_all_types"], ""))
+    lines.append("kept: gold spans out of scope by policy (left in place on purpose)")
     return "\n".join(lines)
 
 

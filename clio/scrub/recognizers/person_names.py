@@ -124,9 +124,14 @@ def _listed_names(
         if titled or known:
             first = _extend_back(text, words, index, common, free) if known else index
             last = _extend_name(text, words, index, common)
-            # A title, or a given name followed by a surname or that is no place name, is
-            # stronger evidence than the NER model's guess of a place for the same words.
-            strong = titled or (last > index or not is_place(folded))
+            # A title, a naming phrase ("my name is Chad"), or a given name followed by a
+            # surname or that is no place name, is stronger evidence than the NER model's
+            # guess of a place for the same words.
+            strong = (
+                titled
+                or _NAME_CONTEXT.search(before) is not None
+                or (last > index or not is_place(folded))
+            )
             score = STRONG_NAME_SCORE if strong else 0.6
         elif (
             _NAME_CONTEXT.search(before)
