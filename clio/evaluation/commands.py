@@ -1,4 +1,5 @@
-"""`clio eval pii`, `clio eval clusters` and `clio eval names` (argparse wiring only)."""
+"""`clio eval pii`, `clio eval clusters`, `clio eval names` and `clio eval pipeline`
+(argparse wiring only)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ _HARNESSES = {
     "names": (
         "clio.evaluation.names",
         "cluster names against label names: top-1 label, retrieval of the own cluster",
+    ),
+    "pipeline": (
+        "clio.evaluation.pipeline",
+        "labelled conversations through clio run: purity, NMI/ARI, coverage and names of "
+        "the released tree, against k-means and BERTopic",
     ),
 }
 

@@ -246,6 +246,13 @@ def protect_run_row(run: RunRow, previous: RunRow | None, n_processed: int) -> R
     return run
 
 
+def public_ids(store: PrivateStore, scrub: ScrubConfig, build: str) -> PublicId:
+    """The released id of each node of the build `build` in `store` (rule 7)."""
+    lineage = store.build_lineage(build)
+    key = release_id_key(hmac_key(scrub, store))
+    return keyed_ids(key, build, lineage.roots if lineage is not None else None)
+
+
 def release_run(
     settings: ReleaseSettings,
     clusters: list[Cluster],
@@ -269,7 +276,7 @@ def release_run(
         key = release_id_key(hmac_key(settings.scrub, store))
         build = build_id if build_id is not None else run.run_id
         lineage = store.build_lineage(build)
-        public_id = keyed_ids(key, build, lineage.roots if lineage is not None else None)
+        public_id = public_ids(store, settings.scrub, build)
         ids = [public_id(c) for c in clusters]
         previous = previous_release(Path(released_path), ids, run.run_id)
         before = previous_run(Path(released_path), run.run_id)
