@@ -23,13 +23,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clio.config import ScrubConfig, load_config
 from clio.evaluation.data_dir import add_data_dir_argument, default_data_dir
 from clio.evaluation.pii_datasets import NAMES, Example, PiiDataset, load_dataset
 from clio.progress import Progress
-from clio.scrub import Scrubber, propagate_values, resolve_overlaps
+
+if TYPE_CHECKING:  # clio.scrub loads Presidio: imported where a scrub runs, not by `clio --help`
+    from clio.scrub import Scrubber
 
 TEXTS_PER_BATCH = 256
 MIN_GOLD_OVERLAP = 0.5
@@ -173,6 +175,8 @@ def evaluate(
     dataset: PiiDataset, scrubber: Scrubber, *, limit: int | None = None, progress: bool = True
 ) -> PiiReport:
     """Run `scrubber.analyze` over the dataset and score it."""
+    from clio.scrub import propagate_values, resolve_overlaps
+
     examples = dataset.examples[:limit] if limit is not None else dataset.examples
     replaced = set(scrubber.entities)
     in_scope = [
