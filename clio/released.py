@@ -352,6 +352,11 @@ class PreviousRelease:
     # (n_users, n_conversations) any earlier run released for it, the latest included
     # (n_users None for a facet's total, the denominator of `share`)
     figures: dict[tuple[str, ...], set[tuple[int | None, int]]] = field(default_factory=dict)
+    # earlier run id -> the rows and cells it released of these ids, their children and
+    # the facets' top clusters: the wholes and parts an analyst subtracts in that run
+    runs: dict[str, tuple[list[ReleasedCluster], list[ReleasedBreakdown]]] = field(
+        default_factory=dict
+    )
 
     @classmethod
     def empty(cls) -> PreviousRelease:
@@ -397,40 +402,43 @@ def previous_release(path: Path, cluster_ids: Sequence[str], run_id: str) -> Pre
             "WHERE run_id <> $1 AND cluster_id IN (SELECT unnest($2::VARCHAR[]))",
             [run_id, list(run_of)],
         ).fetchall()
-        past_clusters = connection.execute(
-            "SELECT DISTINCT cluster_id, n_users, n_conversations FROM clusters "
-            "WHERE run_id <> $1 AND cluster_id IN (SELECT unnest($2::VARCHAR[]))",
+        past_rows = connection.execute(
+            f"SELECT run_id, {names.replace('c.', '')} FROM clusters WHERE run_id <> $1 AND "
+            "(cluster_id IN (SELECT unnest($2::VARCHAR[])) "
+            "OR parent_id IN (SELECT unnest($2::VARCHAR[])) OR parent_id IS NULL)",
             [run_id, list(run_of)],
         ).fetchall()
-        past_tops = connection.execute(
-            f"SELECT run_id, {names.replace('c.', '')} FROM clusters "
-            "WHERE run_id <> $1 AND parent_id IS NULL",
-            [run_id],
+        past_cells = connection.execute(
+            f"SELECT run_id, {', '.join(BREAKDOWNS_COLUMNS[1:])} FROM facet_breakdowns "
+            "WHERE run_id <> $1 AND cluster_id IN (SELECT unnest($2::VARCHAR[]))",
+            [run_id, sorted({row[3] for row in past_rows})],
         ).fetchall()
     finally:
         connection.close()
     clusters = {row[3]: ReleasedCluster(*row[1:]) for row in rows}
+    runs: dict[str, tuple[list[ReleasedCluster], list[ReleasedBreakdown]]] = {}
+    for row in past_rows:
+        runs.setdefault(row[0], ([], []))[0].append(ReleasedCluster(*row[1:]))
+    for row in past_cells:
+        runs.setdefault(row[0], ([], []))[1].append(ReleasedBreakdown(*row[1:]))
     figures: dict[tuple[str, ...], set[tuple[int | None, int]]] = {}
-    tops_by_run: dict[str, list[ReleasedCluster]] = {}
-    for row in past_tops:
-        tops_by_run.setdefault(row[0], []).append(ReleasedCluster(*row[1:]))
-    for tops in tops_by_run.values():
-        for facet in {c.facet for c in tops}:
-            total = facet_total(tops, facet)
+    for past, past_cells_of_run in runs.values():
+        for facet in {c.facet for c in past}:
+            total = facet_total([c for c in past if c.parent_id is None], facet)
             if total is not None:
                 figures.setdefault(("total", facet), set()).add((None, total))
-    for cid, users, conversations in past_clusters:
-        figures.setdefault(("cluster", cid), set()).add((int(users), int(conversations)))
-    for c in cells:
-        cell = ReleasedBreakdown(*c[1:])
-        figures.setdefault(("cell", cell.cluster_id, cell.facet, cell.value), set()).add(
-            (cell.n_users, cell.n_conversations)
-        )
+        for c in past:
+            figures.setdefault(("cluster", c.cluster_id), set()).add((c.n_users, c.n_conversations))
+        for cell in past_cells_of_run:
+            figures.setdefault(("cell", cell.cluster_id, cell.facet, cell.value), set()).add(
+                (cell.n_users, cell.n_conversations)
+            )
     return PreviousRelease(
         clusters,
         run_of,
         {(c[1], c[2], c[3]): ReleasedBreakdown(*c[1:]) for c in cells if run_of.get(c[1]) == c[0]},
         figures,
+        runs,
     )
 
 

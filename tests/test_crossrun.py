@@ -24,6 +24,7 @@ from clio.release import write_release
 from clio.release_audit import audit_release
 from clio.released import (
     PreviousRelease,
+    ReleasedCluster,
     RunRow,
     previous_release,
     read_only_connect,
@@ -217,6 +218,53 @@ def test_control_compared_with_the_latest_release_only_two_runs_back_shows_one(t
     assert _release_up_then_down(store, whole_history=False) == [10, 16, 11]  # 11 - 10 = 1
     found = [f for f in audit_release(store) if f.attack == "run_counts"]
     assert ("r1", "r3") in {f.run_ids for f in found}
+
+
+def _past_row(cid: str, level: int, parent: str | None, n: int) -> ReleasedCluster:
+    return ReleasedCluster("request", level, cid, parent, f"name {cid}", "", [], n, n,
+                           0.0, None, None, None)  # fmt: skip
+
+
+def _hidden_part_history(*, whole_history: bool) -> dict[str, int]:
+    """P over A, B and two small clusters C, D. Run 1 hid C and D (3 + 3 = 6 behind P),
+    run 2 showed all (A 10, B 10, C 6, D 5: 0 hidden); now A has 16 and C, D (2 + 3) are
+    hidden again: 5 against run 2, but 1 against run 1 (P's own 31 equals run 2's and is
+    5 above run 1's). Returns the released n_users by id."""
+    sizes_then = {1: {"A": 10, "B": 10}, 2: {"A": 10, "B": 10, "C": 6, "D": 5}}
+    runs = {}
+    for run, sizes in sizes_then.items():
+        total = 26 if run == 1 else 31
+        rows = [_past_row("P", 1, None, total)]
+        rows += [_past_row(c, 0, "P", n) for c, n in sizes.items()]
+        runs[f"r{run}"] = (rows, [])
+    latest = {c.cluster_id: c for c in runs["r2"][0]}
+    figures = {}
+    for rows, _ in runs.values():
+        for c in rows:
+            figures.setdefault(("cluster", c.cluster_id), set()).add((c.n_users, c.n_users))
+    previous = PreviousRelease(
+        latest, dict.fromkeys(latest, "r2"), {}, figures, runs if whole_history else {}
+    )
+    sizes_now = {"A": 16, "B": 10, "C": 2, "D": 3}
+    members = {c: [f"{c}{i}" for i in range(n)] for c, n in sizes_now.items()}
+    users = {m: f"user-{m}" for ms in members.values() for m in ms}
+    clusters = [_cluster("P", 1, None, [])] + [
+        _cluster(c, 0, "P", ms, x=0.0, y=0.0) for c, ms in members.items()
+    ]
+    config = PrivacyConfig(min_users=MIN, min_conversations=MIN, audit_released_text=False)
+    result = apply_gate(clusters, users, {}, config, breakdown_facets=[], previous=previous)
+    return {c.cluster_id: c.n_users for c in result.clusters}
+
+
+def test_a_hidden_part_is_compared_with_every_earlier_runs_hidden_part():
+    released = _hidden_part_history(whole_history=True)
+    assert released["A"] == 10  # carried: P - A - B would be 11, 5 from both runs
+    assert released["P"] - released["A"] - released["B"] == 11
+
+
+def test_control_compared_with_the_latest_run_only_the_hidden_part_is_one_from_run_one():
+    released = _hidden_part_history(whole_history=False)
+    assert released["P"] - released["A"] - released["B"] == 5  # run 1 hid 6: 1 left
 
 
 def test_concern_mean_comes_from_released_cells_only():

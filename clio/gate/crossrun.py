@@ -35,10 +35,10 @@ latest earlier release of each id shows, carried figures included. A cluster's, 
 and a facet total's own figure is compared with every figure any earlier run released
 for it, not only the latest: across builds members may leave, and two steps of opposite
 sign (+6, then -5) would otherwise differ by less than the thresholds between the first
-and the third release. The hidden difference (whole minus shown parts) is formed against
-the latest previous release only (see docs/PRIVACY.md, known limits). A cluster released
-before and suppressed now is simply gone; a cell that newly appears differs from
-"absent" by its own thresholds.
+and the third release. The hidden difference (whole minus shown parts) is likewise
+formed against the latest previous release and against each earlier run's own (whole
+minus the parts that run showed). A cluster released before and suppressed now is simply
+gone; a cell that newly appears differs from "absent" by its own thresholds.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ def carry_changes(
             before[("total", facet)] = (None, old_total)
 
     groups = _groups(rows, previous, by_id, now, before)
+    hidden_before = _hidden_history(previous)
     # Every previous figure, also of items not in this run (a part shown with its whole
     # before, which a new build dropped or suppressed now).
     released: dict[Key, Figure] = {
@@ -154,7 +155,7 @@ def carry_changes(
                 continue  # nothing to subtract: the whole's own change is checked
             if not _hidden_change_ok(
                 whole, shown, parts_before, final, {**released, **before}, config
-            ):
+            ) or not _hidden_history_ok(whole, shown, final, hidden_before, config):
                 movable = sorted(
                     (p for p in shown if status[p] == CHANGED),
                     key=lambda p: (final[p][1], final[p][0] or 0, p),
@@ -358,6 +359,76 @@ def _hidden_part_ok(
     return users == 0 or abs(users) >= config.min_users
 
 
+def _hidden_history(previous: PreviousRelease) -> dict[Key, set[Figure]]:
+    """Every earlier run's (whole minus its parts) for each whole it released, each run's
+    figures with the parts it showed beside that whole (`_release_groups`)."""
+    found: dict[Key, set[Figure]] = defaultdict(set)
+    for rows, cells in previous.runs.values():
+        figures: dict[Key, Figure] = {
+            ("cluster", c.cluster_id): (c.n_users, c.n_conversations) for c in rows
+        }
+        figures |= {
+            ("cell", b.cluster_id, b.facet, b.value): (b.n_users, b.n_conversations) for b in cells
+        }
+        for facet in {c.facet for c in rows}:
+            total = facet_total([c for c in rows if c.parent_id is None], facet)
+            if total is not None:
+                figures[("total", facet)] = (None, total)
+        for whole, parts in _release_groups(rows, figures):
+            if whole in figures:
+                found[whole].add(_hidden(whole, parts, figures))
+    return found
+
+
+def _release_groups(
+    rows: Sequence[ReleasedCluster], figures: dict[Key, Figure]
+) -> list[tuple[Key, list[Key]]]:
+    """(whole, its parts) within one release whose figures are `figures`: a facet's total
+    and its top clusters, a cluster and its children, a cluster and its cells of a facet,
+    a cluster's cell and its children's cells of that value."""
+    children: dict[str | None, list[str]] = defaultdict(list)
+    for c in rows:
+        children[c.parent_id].append(c.cluster_id)
+    cells: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for key in figures:
+        if key[0] == "cell":
+            cells[key[1]][key[2]].append(key[3])
+    groups: list[tuple[Key, list[Key]]] = []
+    for facet in sorted({c.facet for c in rows}):
+        tops = [("cluster", c.cluster_id) for c in rows if c.parent_id is None and c.facet == facet]
+        groups.append((("total", facet), tops))
+    for c in rows:
+        cid = c.cluster_id
+        groups.append((("cluster", cid), [("cluster", k) for k in children[cid]]))
+        for facet, values in cells[cid].items():
+            groups.append((("cluster", cid), [("cell", cid, facet, v) for v in values]))
+            for value in values:
+                parts = [("cell", k, facet, value) for k in children[cid]]
+                groups.append((("cell", cid, facet, value), [p for p in parts if p in figures]))
+    return groups
+
+
+def _hidden(whole: Key, parts: Sequence[Key], figures: dict[Key, Figure]) -> Figure:
+    users = figures[whole][0]
+    hidden_users = None if users is None else users - sum(figures[p][0] or 0 for p in parts)
+    return hidden_users, figures[whole][1] - sum(figures[p][1] for p in parts)
+
+
+def _hidden_history_ok(
+    whole: Key,
+    shown: Sequence[Key],
+    final: dict[Key, Figure],
+    history: dict[Key, set[Figure]],
+    config: PrivacyConfig,
+) -> bool:
+    """Whether (whole minus its shown parts) now differs from that of every earlier run
+    that released the whole by 0 or a releasable amount."""
+    if whole not in history:
+        return True
+    now = _hidden(whole, shown, final)
+    return all(_difference_ok(now, old, config) for old in history[whole])
+
+
 def _hidden_change_ok(
     whole: Key,
     shown: Sequence[Key],
@@ -367,14 +438,18 @@ def _hidden_change_ok(
     config: PrivacyConfig,
 ) -> bool:
     """Whether (whole minus its shown parts) changed by 0 or a releasable amount."""
-    conversations = (final[whole][1] - sum(final[p][1] for p in shown)) - (
-        before[whole][1] - sum(before[p][1] for p in shown_before)
+    return _difference_ok(
+        _hidden(whole, shown, final), _hidden(whole, shown_before, before), config
     )
+
+
+def _difference_ok(now: Figure, old: Figure, config: PrivacyConfig) -> bool:
+    """Whether two hidden parts differ by 0 or a releasable amount, users and
+    conversations each."""
+    conversations = now[1] - old[1]
     if conversations != 0 and abs(conversations) < config.min_conversations:
         return False
-    if final[whole][0] is None or before[whole][0] is None:
+    if now[0] is None or old[0] is None:
         return True
-    users = (final[whole][0] - sum(final[p][0] or 0 for p in shown)) - (
-        before[whole][0] - sum(before[p][0] or 0 for p in shown_before)
-    )
+    users = now[0] - old[0]
     return users == 0 or abs(users) >= config.min_users
