@@ -457,6 +457,20 @@ def released_sizes(path: Path, run_id: str) -> dict[str, tuple[int, int]]:
     return {cid: (int(level), int(users)) for cid, level, users in rows}
 
 
+def earlier_run_sizes(path: Path, run_id: str) -> set[int]:
+    """The `n_conversations` of every run other than `run_id` in the released store."""
+    if not Path(path).is_file():
+        return set()
+    connection = read_only_connect(Path(path))
+    try:
+        rows = connection.execute(
+            "SELECT DISTINCT n_conversations FROM runs WHERE run_id <> ?", [run_id]
+        ).fetchall()
+    finally:
+        connection.close()
+    return {int(n) for (n,) in rows}
+
+
 def previous_run(path: Path, run_id: str) -> RunRow | None:
     """The latest run other than `run_id` in the released store at `path`, if any."""
     if not Path(path).is_file():

@@ -399,6 +399,15 @@ def test_run_row_of_a_tiny_run_withholds_its_usage_and_carries_its_total():
     assert (big.n_conversations, big.input_tokens) == (25, 1234)
 
 
+def test_a_run_total_one_from_a_run_two_back_keeps_the_previous_total():
+    """20, then 26 (a release that grew by 6), then 21: 5 below the previous run's total
+    but 1 above the first run's."""
+    previous = _run("r2", 2, 26)
+    now = _run("r3", 3, 21)
+    assert protect_run_row(now, previous, MIN, earlier=[20, 26]).n_conversations == 26
+    assert protect_run_row(now, previous, MIN).n_conversations == 21  # control: latest only
+
+
 def replace_n(run: RunRow, n: int) -> RunRow:
     return RunRow(**{**run.__dict__, "n_conversations": n})
 

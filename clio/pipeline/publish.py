@@ -29,6 +29,7 @@ from clio.released import (
     CONCERN_FACET,
     PreviousRelease,
     RunRow,
+    earlier_run_sizes,
     previous_release,
     previous_run,
     released_sizes,
@@ -228,18 +229,21 @@ class Released:
     usage: dict[str, int]  # the gate's own LLM use (audit, renaming)
 
 
-def protect_run_row(run: RunRow, previous: RunRow | None, n_processed: int) -> RunRow:
+def protect_run_row(
+    run: RunRow, previous: RunRow | None, n_processed: int, earlier: Iterable[int] = ()
+) -> RunRow:
     """The run row under rule 6: its figures describe the run's conversations too.
 
     `n_conversations` is the release's total, so its change from the previous run is the
-    number that joined: a change of 1 to `min_conversations - 1` keeps the previous
+    number that joined: a change of 1 to `min_conversations - 1` from the previous run's,
+    or from any of `earlier` (every earlier run's `n_conversations`), keeps the previous
     figure. The LLM calls and tokens describe the conversations this run processed: with
     fewer than `min_conversations` of them (one new conversation's token counts measure
     its length) they are released as 0 (not rounded: any rounding still gives a range of
     one conversation's length)."""
     if previous is not None:
-        change = abs(run.n_conversations - previous.n_conversations)
-        if 0 < change < run.min_conversations:
+        changes = {abs(run.n_conversations - n) for n in {previous.n_conversations, *earlier}}
+        if any(0 < change < run.min_conversations for change in changes):
             run = replace(run, n_conversations=previous.n_conversations)
     if n_processed < run.min_conversations:
         run = replace(run, llm_calls=0, llm_cached_calls=0, input_tokens=0, output_tokens=0)
@@ -313,7 +317,9 @@ def release_run(
         output_tokens=run.output_tokens + usage["output_tokens"],
     )
     processed = n_processed if n_processed is not None else len(conversation_ids)
-    run = protect_run_row(run, before, processed)
+    run = protect_run_row(
+        run, before, processed, earlier_run_sizes(Path(released_path), run.run_id)
+    )
     dp = result.dp
     if dp is not None:
         with PrivateStore(private_path) as store:
