@@ -81,9 +81,21 @@ def test_the_hierarchy_level_nearest_the_coarse_labels_is_scored(fixture_report)
     assert hierarchy["level_sizes"][hierarchy["level"]] == N_GROUPS
     assert hierarchy["nmi"] == 1.0
     assert hierarchy["reconstruction"] == 1.0
-    assert hierarchy["ward"] == {"nmi": 1.0, "reconstruction": 1.0}
-    assert set(hierarchy["kmeans"]) == {"nmi", "reconstruction"}
+    assert hierarchy["ward"] == {"nmi": 1.0, "ari": 1.0, "reconstruction": 1.0, "k": N_GROUPS}
+    assert set(hierarchy["kmeans"]) == {"nmi", "ari", "reconstruction", "k"}
     assert hierarchy["named_with"] == "keywords"
+
+
+def test_few_broad_labels_without_a_coarse_level_are_scored_at_the_nearest_level(monkeypatch):
+    """SIB-200's case: its 7 topics are the only labels; the fixture's 2 groups stand in."""
+    dataset, vectors = _fixture()
+    broad = LabelledTexts("broad", dataset.texts, list(dataset.coarse_labels))
+    report = evaluate(broad, vectors, _config(), methods=["clio"])
+    assert report["hierarchy"]["n_coarse_labels"] == N_GROUPS
+    assert report["hierarchy"]["nmi"] == 1.0
+    # control: over the limit of labels, no hierarchy level is scored
+    monkeypatch.setattr(harness, "COARSE_LABELS_AT_MOST", N_GROUPS - 1)
+    assert "hierarchy" not in evaluate(broad, vectors, _config(), methods=["clio"])
 
 
 def test_shuffled_labels_score_near_zero():

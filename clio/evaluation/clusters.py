@@ -29,6 +29,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,9 @@ ALL_METHODS = (*METHODS, *CLIO_VARIANTS)
 BERTOPIC_MIN_TOPIC_SIZE = 10  # BERTopic's default; also its HDBSCAN min_cluster_size
 # The datasets carry no users: each item is its own user, and a keyword needs two of them.
 EVAL_MIN_USERS = 2
+# A dataset with at most this many labels and no coarse level of its own (SIB-200's 7
+# topics) is also scored at the hierarchy level whose node count is nearest its labels.
+COARSE_LABELS_AT_MOST = 12
 
 
 # -- embedding -----------------------------------------------------------------------------
@@ -92,9 +96,12 @@ def kmeans_labels(vectors: np.ndarray, k: int, seed: int) -> np.ndarray:
     return kmeans.index.search(data, 1)[1][:, 0].astype(np.int64)
 
 
-def bertopic_labels(texts: Sequence[str], vectors: np.ndarray, seed: int) -> np.ndarray:
+def bertopic_labels(
+    texts: Sequence[str], vectors: np.ndarray, seed: int, nr_topics: int | None = None
+) -> np.ndarray:
     """BERTopic's default pipeline on precomputed vectors, with UMAP's random_state fixed
-    (BERTopic's own default UMAP, seeded). Outliers come back as -1."""
+    (BERTopic's own default UMAP, seeded), its topics reduced to `nr_topics` when given.
+    Outliers come back as -1."""
     from bertopic import BERTopic
     from umap import UMAP
 
@@ -107,7 +114,10 @@ def bertopic_labels(texts: Sequence[str], vectors: np.ndarray, seed: int) -> np.
         random_state=seed,
     )
     model = BERTopic(
-        umap_model=umap_model, min_topic_size=BERTOPIC_MIN_TOPIC_SIZE, embedding_model=None
+        umap_model=umap_model,
+        min_topic_size=BERTOPIC_MIN_TOPIC_SIZE,
+        embedding_model=None,
+        nr_topics=nr_topics,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -204,9 +214,19 @@ def evaluate_hierarchy(
         dataset.coarse_labels, kmeans_labels(vectors, n_nodes, config.cluster.seed)
     )
     ward = score_clustering(dataset.coarse_labels, ward_labels(base_centroids, base, n_nodes))
+    try:
+        # BERTopic counts its outlier topic (-1) among `nr_topics`
+        reduced = bertopic_labels(dataset.texts, vectors, config.cluster.seed, n_nodes + 1)
+        bertopic: dict[str, Any] = score_clustering(dataset.coarse_labels, reduced)
+    except ImportError:
+        bertopic = {"skipped": "bertopic is not installed (pip install 'clio[bench]')"}
 
     def pick(scores: dict[str, Any]) -> dict[str, Any]:
-        return _rounded({"nmi": scores["nmi"], "reconstruction": scores["reconstruction"]})
+        if "skipped" in scores:
+            return scores
+        return _rounded(
+            {k: scores[k] for k in ("nmi", "ari", "reconstruction")} | {"k": scores["n_clusters"]}
+        )
 
     return {
         "level": level,
@@ -217,6 +237,7 @@ def evaluate_hierarchy(
         "ari": round(ours["ari"], 4),
         "kmeans": pick(kmeans),
         "ward": pick(ward),
+        "bertopic": pick(bertopic),
         "named_with": "llm" if llm is not None else "keywords",
         "seconds": round(seconds, 2),
     }
@@ -279,11 +300,15 @@ def evaluate(
         "seed": seed,
         "bertopic_seed": seed,
     }
-    if with_hierarchy and dataset.coarse_labels is not None:
+    coarse = dataset
+    if dataset.coarse_labels is None and n_labels <= COARSE_LABELS_AT_MOST:
+        # few, broad labels (SIB-200's 7 topics): scored at the level nearest their count
+        coarse = replace(dataset, coarse_labels=list(dataset.labels))
+    if with_hierarchy and coarse.coarse_labels is not None:
         for name, variant in clio_configs.items():
             if name in methods:
                 key = "hierarchy" if name == "clio" else f"hierarchy_{name}"
-                report[key] = evaluate_hierarchy(dataset, vectors, variant, llm)
+                report[key] = evaluate_hierarchy(coarse, vectors, variant, llm)
     return report
 
 
@@ -326,9 +351,13 @@ def _hierarchy_lines(key: str, hierarchy: dict[str, Any]) -> list[str]:
             ("clio", hierarchy),
             ("kmeans", hierarchy["kmeans"]),
             ("ward", hierarchy["ward"]),
+            ("bertopic", hierarchy.get("bertopic", {"skipped": "not run"})),
         ):
+            if "skipped" in scores:
+                lines.append(f"  {name:<8} skipped: {scores['skipped']}")
+                continue
             lines.append(
-                f"  {name:<8} NMI {scores['nmi']:.3f}  "
+                f"  {name:<8} NMI {scores['nmi']:.3f}  ARI {scores.get('ari', 0.0):.3f}  "
                 f"reconstruction {scores['reconstruction']:.3f}"
             )
     else:
