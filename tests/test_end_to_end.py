@@ -92,6 +92,9 @@ def two_runs(tmp_path_factory):
         f"privacy: {{min_users: {MIN_USERS}, min_conversations: {MIN_CONVERSATIONS}}}\n"
         "cluster: {target_cluster_size: 8}\n"
         "hierarchy: {branching: 2, top_clusters: 2}\n"
+        # 64 items in clusters of 8 share few words: folding unnamed clusters would leave
+        # two, and this test needs a tree with two parent levels
+        "describe: {fold_unnamed: false}\n"
     )
     out = work / "out"
     args = (
