@@ -37,7 +37,8 @@ def config(lineage: bool, max_distance: float) -> RunConfig:
             "privacy": {"min_users": 3, "min_conversations": 3, "audit_released_text": False},
             "cluster": {"target_cluster_size": 10},
             "hierarchy": {"branching": 3, "top_clusters": 3},
-            "describe": {"names": "extractive"},
+            # 80 items share few words: folding unnamed clusters would leave too few ids
+            "describe": {"names": "extractive", "fold_unnamed": False},
             "lineage": {"enabled": lineage},
             "incremental": {"max_distance": max_distance},
         }
