@@ -348,10 +348,6 @@ class PreviousRelease:
     clusters: dict[str, ReleasedCluster]  # cluster id -> its latest earlier row
     run_of: dict[str, str]  # cluster id -> the run that row is from
     cells: dict[tuple[str, str, str], ReleasedBreakdown]  # (cluster id, facet, value)
-    # ("cluster", id), ("cell", id, facet, value) or ("total", facet) -> every
-    # (n_users, n_conversations) any earlier run released for it, the latest included
-    # (n_users None for a facet's total, the denominator of `share`)
-    figures: dict[tuple[str, ...], set[tuple[int | None, int]]] = field(default_factory=dict)
     # earlier run id -> the rows and cells it released of these ids, their children and
     # the facets' top clusters: the wholes and parts an analyst subtracts in that run
     runs: dict[str, tuple[list[ReleasedCluster], list[ReleasedBreakdown]]] = field(
@@ -421,23 +417,10 @@ def previous_release(path: Path, cluster_ids: Sequence[str], run_id: str) -> Pre
         runs.setdefault(row[0], ([], []))[0].append(ReleasedCluster(*row[1:]))
     for row in past_cells:
         runs.setdefault(row[0], ([], []))[1].append(ReleasedBreakdown(*row[1:]))
-    figures: dict[tuple[str, ...], set[tuple[int | None, int]]] = {}
-    for past, past_cells_of_run in runs.values():
-        for facet in {c.facet for c in past}:
-            total = facet_total([c for c in past if c.parent_id is None], facet)
-            if total is not None:
-                figures.setdefault(("total", facet), set()).add((None, total))
-        for c in past:
-            figures.setdefault(("cluster", c.cluster_id), set()).add((c.n_users, c.n_conversations))
-        for cell in past_cells_of_run:
-            figures.setdefault(("cell", cell.cluster_id, cell.facet, cell.value), set()).add(
-                (cell.n_users, cell.n_conversations)
-            )
     return PreviousRelease(
         clusters,
         run_of,
         {(c[1], c[2], c[3]): ReleasedBreakdown(*c[1:]) for c in cells if run_of.get(c[1]) == c[0]},
-        figures,
         runs,
     )
 

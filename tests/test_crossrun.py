@@ -191,7 +191,7 @@ def _release_up_then_down(store: Path, *, whole_history: bool) -> list[int]:
     members["A"] = members["A"][: 10 + 1]
     previous = previous_release(store, ["P", "A", "B"], "r3")
     if not whole_history:
-        previous = replace(previous, figures={})
+        previous = replace(previous, runs={})
     clusters = [
         _cluster("P", 1, None, []),
         _cluster("A", 0, "P", members["A"], x=0.0, y=0.0),
@@ -238,12 +238,8 @@ def _hidden_part_history(*, whole_history: bool) -> dict[str, int]:
         rows += [_past_row(c, 0, "P", n) for c, n in sizes.items()]
         runs[f"r{run}"] = (rows, [])
     latest = {c.cluster_id: c for c in runs["r2"][0]}
-    figures = {}
-    for rows, _ in runs.values():
-        for c in rows:
-            figures.setdefault(("cluster", c.cluster_id), set()).add((c.n_users, c.n_users))
     previous = PreviousRelease(
-        latest, dict.fromkeys(latest, "r2"), {}, figures, runs if whole_history else {}
+        latest, dict.fromkeys(latest, "r2"), {}, runs if whole_history else {}
     )
     sizes_now = {"A": 16, "B": 10, "C": 2, "D": 3}
     members = {c: [f"{c}{i}" for i in range(n)] for c, n in sizes_now.items()}

@@ -93,7 +93,12 @@ def carry_changes(
             before[("total", facet)] = (None, old_total)
 
     groups = _groups(rows, previous, by_id, now, before)
-    hidden_before = _hidden_history(previous)
+    earlier_runs = [_run_figures(past, cells) for past, cells in previous.runs.values()]
+    earlier: dict[Key, set[Figure]] = defaultdict(set)
+    for figures in earlier_runs:
+        for key, figure in figures.items():
+            earlier[key].add(figure)
+    hidden_before = _hidden_history(previous, earlier_runs)
     # Every previous figure, also of items not in this run (a part shown with its whole
     # before, which a new build dropped or suppressed now).
     released: dict[Key, Figure] = {
@@ -103,8 +108,7 @@ def carry_changes(
         ("cell", *key): (b.n_users, b.n_conversations) for key, b in previous.cells.items()
     }
     status = {
-        key: _own_status(now[key], before.get(key), previous.figures.get(key, set()), config)
-        for key in now
+        key: _own_status(now[key], before.get(key), earlier.get(key, set()), config) for key in now
     }
     final = {key: before[key] if status[key] == CARRIED else now[key] for key in now}
 
@@ -359,21 +363,31 @@ def _hidden_part_ok(
     return users == 0 or abs(users) >= config.min_users
 
 
-def _hidden_history(previous: PreviousRelease) -> dict[Key, set[Figure]]:
+def _run_figures(
+    rows: Sequence[ReleasedCluster], cells: Sequence[ReleasedBreakdown]
+) -> dict[Key, Figure]:
+    """Every figure one earlier run released: its clusters, cells and facet totals."""
+    figures: dict[Key, Figure] = {
+        ("cluster", c.cluster_id): (c.n_users, c.n_conversations) for c in rows
+    }
+    figures |= {
+        ("cell", b.cluster_id, b.facet, b.value): (b.n_users, b.n_conversations) for b in cells
+    }
+    for facet in {c.facet for c in rows}:
+        total = facet_total([c for c in rows if c.parent_id is None], facet)
+        if total is not None:
+            figures[("total", facet)] = (None, total)
+    return figures
+
+
+def _hidden_history(
+    previous: PreviousRelease, earlier_runs: Sequence[dict[Key, Figure]]
+) -> dict[Key, set[Figure]]:
     """Every earlier run's (whole minus its parts) for each whole it released, each run's
-    figures with the parts it showed beside that whole (`_release_groups`)."""
+    figures (`earlier_runs`, in the order of `previous.runs`) with the parts it showed
+    beside that whole (`_release_groups`)."""
     found: dict[Key, set[Figure]] = defaultdict(set)
-    for rows, cells in previous.runs.values():
-        figures: dict[Key, Figure] = {
-            ("cluster", c.cluster_id): (c.n_users, c.n_conversations) for c in rows
-        }
-        figures |= {
-            ("cell", b.cluster_id, b.facet, b.value): (b.n_users, b.n_conversations) for b in cells
-        }
-        for facet in {c.facet for c in rows}:
-            total = facet_total([c for c in rows if c.parent_id is None], facet)
-            if total is not None:
-                figures[("total", facet)] = (None, total)
+    for (rows, _), figures in zip(previous.runs.values(), earlier_runs, strict=True):
         for whole, parts in _release_groups(rows, figures):
             if whole in figures:
                 found[whole].add(_hidden(whole, parts, figures))
