@@ -15,7 +15,8 @@ first turn, `language`; extractive names), and measures from the private store:
    members (Jaccard overlap of A's conversations, by content hash, at least 0.6).
 3. incremental then rebuild: A, an incremental run with B (5%), then a rebuild with no
    new input: share of the clusters the rebuild left unchanged (same members by content
-   hash) that keep their id.
+   hash) that keep their id, and share of the incremental release's clusters released
+   again under their id with overlap at least 0.6.
 4. the attack suite (`audit_release`) on every store above: findings (expected 0).
 
 Nothing here was tuned on these conversations: `lineage.min_overlap` is 0.5 by default
@@ -168,16 +169,30 @@ def incremental_then_rebuild(work: Path, base: Path, extra: list[str]) -> dict[s
     before = members_by_released_id(out, build)
     after = members_by_released_id(out, rebuilt["run_id"])
     then = released(out, step["run_id"])
+    now = released(out, rebuilt["run_id"])
     level = {cid: int(cid.split("-L")[1].split("-")[0]) for cid in {*before, *after}}
     by_members = {(level[cid], members): cid for cid, members in after.items()}
     unchanged = [cid for cid in then if (level[cid], before[cid]) in by_members]
     kept = [cid for cid in unchanged if by_members[(level[cid], before[cid])] == cid]
+    # Most clusters gain or lose a boundary member when the rebuild re-clusters the
+    # increment, so also: the incremental release's clusters released again under the same
+    # id with nearly the same members.
+    similar = [
+        cid
+        for cid in then
+        if cid in now and cid in after and jaccard(before[cid], after[cid]) >= SURVIVAL_OVERLAP
+    ]
     return {
         "released_incremental": len(then),
         "unchanged_by_the_rebuild": len(unchanged),
         "share_keeping_id": round(len(kept) / len(unchanged), 4) if unchanged else None,
+        "share_keeping_id_with_overlap_0.6": round(len(similar) / len(then), 4) if then else None,
         "audit_findings": findings(out),
     }
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
 
 
 def main() -> int:

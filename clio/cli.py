@@ -90,12 +90,15 @@ def _resolve_limit(limit: int | str | None, has_input: bool) -> int | None:
 
 def _checked_run_config(args: argparse.Namespace) -> RunConfig | None:
     """`clio run`'s config, or None after saying why the run cannot start (the config does
-    not load, or an `--input` file is missing)."""
+    not load, `CLIO_PROGRESS_SECONDS` is not a number of seconds, or an `--input` file is
+    missing)."""
     from clio.config import ConfigError, load_config
+    from clio.progress import progress_interval
 
     try:
         config = load_config(args.config)
-    except ConfigError as exc:
+        progress_interval()
+    except (ConfigError, ValueError) as exc:
         print(f"clio run: {exc}", file=sys.stderr)
         return None
     for path in args.input or []:

@@ -44,6 +44,9 @@ SEEDING_SAMPLE_PER_CLUSTER = 20  # k-means++ seeds k centroids from this many ro
 # ...but from no more rows than this: seeding costs O(k · rows · d), which at k = 2,000
 # from 40,000 rows took minutes; from 10,000 rows it takes about 12 s on 2 cores.
 SEEDING_SAMPLE_MAX_ROWS = 10_000
+# k-means runs on after faiss's iterations until no label changes, but no longer than this
+# (a bound for data that keeps trading a few boundary rows back and forth).
+SETTLE_MAX_ROUNDS = 100
 
 
 @runtime_checkable
@@ -73,6 +76,12 @@ class Clusterer(Protocol):
     def predict(self, vectors: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
         """(label of each row's nearest cluster, or -1 when its cosine distance is beyond
         `max_distance`; that distance)."""
+        ...
+
+    @property
+    def seeds(self) -> np.ndarray | None:
+        """What the last `fit` would `warm_start` the next one from (k-means: its centroids
+        before merging, largest first), or None for a method without seeds."""
         ...
 
 
@@ -105,6 +114,10 @@ class _CentroidClusterer:
     def warm_start(self, centroids: np.ndarray, n_before: int) -> None:
         """Ignored unless the method overrides it (HDBSCAN has no seeds)."""
 
+    @property
+    def seeds(self) -> np.ndarray | None:
+        return None
+
     def predict(self, vectors: np.ndarray, max_distance: float) -> tuple[np.ndarray, np.ndarray]:
         if self._centroids is None:
             raise RuntimeError(f"{self.name}: fit or load the clusters before predicting")
@@ -126,15 +139,21 @@ class KMeansClusterer(_CentroidClusterer):
     name = "kmeans"
     _warm: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
     _n_before: int = field(default=0, init=False, repr=False, compare=False)
+    _seeds: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def warm_start(self, centroids: np.ndarray, n_before: int) -> None:
-        """Seed the next fit with `centroids` (an earlier build's base clusters over
-        `n_before` rows, largest first): one k-means run from them, no restarts, and k is
-        their number plus the clusters the growth in rows adds (k from n minus k from
-        `n_before`), so the clusters a small change in the data did not touch stay where
-        they were and the earlier build's merges are not undone."""
+        """Seed the next fit with `centroids` (an earlier fit's `seeds` over `n_before`
+        rows, largest first): one k-means run from them, no restarts, and k is their number
+        plus the clusters the growth in rows adds (k from n minus k from `n_before`). k-means
+        runs until no label changes, so its centroids are a fixed point: on the same rows a
+        warm start gives the same clusters, merged the same way, and a small change in the
+        rows moves only the clusters it touches."""
         self._warm = np.asarray(centroids, dtype=np.float32) if len(centroids) else None
         self._n_before = n_before
+
+    @property
+    def seeds(self) -> np.ndarray | None:
+        return self._seeds
 
     def _labels(self, vectors: np.ndarray) -> np.ndarray:
         n = vectors.shape[0]
@@ -147,6 +166,7 @@ class KMeansClusterer(_CentroidClusterer):
         labels = compact_labels(
             spherical_kmeans(vectors, k, self.seed, self.iterations, self.restarts, self._warm)
         )
+        self._seeds = centroids_of(vectors, labels, int(labels.max()) + 1).astype(np.float32)
         if self.merge_unseparated:
             labels = merge_unseparated(vectors, labels, self.merge_ratio, self.min_k)
             _log.info(f"cluster: merging unseparated clusters left {int(labels.max()) + 1} of {k}")
@@ -314,7 +334,8 @@ def spherical_kmeans(
     warm: np.ndarray | None = None,
 ) -> np.ndarray:
     """faiss spherical k-means from k-means++ seeds; with several restarts, the run with
-    the lowest objective wins. With `warm` centroids, one run from `warm_seeds`."""
+    the lowest objective wins. With `warm` centroids, one run from `warm_seeds`. The winner
+    then runs on (`settle`) until no label changes, so its centroids are a fixed point."""
     if k <= 1:
         return np.zeros(vectors.shape[0], dtype=np.int64)
     import faiss
@@ -343,7 +364,28 @@ def spherical_kmeans(
             _, assigned = kmeans.index.search(vectors, 1)
             best = (objective, assigned[:, 0].astype(np.int64))
     assert best is not None
-    return best[1]
+    return settle(vectors, best[1], k, SETTLE_MAX_ROUNDS)
+
+
+def settle(vectors: np.ndarray, labels: np.ndarray, k: int, max_rounds: int) -> np.ndarray:
+    """Lloyd steps of spherical k-means (centroids of the labels, then each row to its
+    nearest centroid) until no label changes, at most `max_rounds`: faiss stops after a
+    fixed number of iterations, where a restart from its centroids would still move rows.
+    A label left empty keeps no centroid, so its rows never come back to it."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    for _ in range(max_rounds):
+        used = np.bincount(labels, minlength=k) > 0
+        centroids = centroids_of(vectors, labels, k)[used].astype(np.float32)
+        index = faiss.IndexFlatIP(vectors.shape[1])
+        index.add(np.ascontiguousarray(centroids))
+        _, nearest = index.search(vectors, 1)
+        moved = np.flatnonzero(used)[nearest[:, 0]].astype(np.int64)
+        if np.array_equal(moved, labels):
+            break
+        labels = moved
+    return labels
 
 
 def merge_unseparated(

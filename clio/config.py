@@ -386,9 +386,11 @@ class ClusterConfig(_Section):
     warm_start: bool = Field(
         True,
         description="k-means path: a build in an output directory that holds a previous build "
-        "seeds k-means with the previous build's base centroids (as many as k allows, the "
-        "rest by k-means++), so a small change in the data keeps the clusters it did not "
-        "touch. Off, or without a previous build, every build seeds by k-means++ alone.",
+        "seeds k-means with the centroids the previous build's k-means ended on (as many as k "
+        "allows, the rest by k-means++) and keeps its parent levels (each base cluster under "
+        "the parents of the previous base cluster nearest to it), so a small change in the "
+        "data keeps the tree. Off, or without a previous build, every build seeds by "
+        "k-means++ alone and groups its parents anew.",
     )
     kmeans_iterations: int = Field(50, ge=1, description="faiss k-means iterations.")
     kmeans_restarts: int = Field(

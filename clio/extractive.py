@@ -218,6 +218,36 @@ def name_clusters(
     return out
 
 
+def distinct_names(
+    named: Sequence[tuple[list[Scored], tuple[str, str] | None]],
+    keywords: dict[int, list[str]],
+) -> list[tuple[list[Scored], tuple[str, str] | None]]:
+    """`name_clusters`' result with no two clusters under one name: taken in the order of
+    their best phrase's score, a cluster whose best phrase an earlier one already holds is
+    named by its best phrase no other cluster holds (still supported in its own members).
+    Two sibling clusters called "People" tell a reader nothing about either; a cluster
+    with no phrase left keeps the shared name."""
+    order = sorted(
+        (c for c, (ranked, found) in enumerate(named) if found is not None and ranked),
+        key=lambda c: (-named[c][0][0].score, c),
+    )
+    taken = {named[c][0][0].text.lower() for c in order}
+    held: set[str] = set()
+    out = list(named)
+    for c in order:
+        ranked = named[c][0]
+        if ranked[0].text.lower() not in held:
+            held.add(ranked[0].text.lower())
+            continue
+        free = [s for s in ranked if s.text.lower() not in held | taken]
+        if not free:
+            continue
+        rest = [free[0], *(s for s in ranked if s is not free[0])]
+        out[c] = (rest, summary(best_two(rest), keywords.get(c, [])))
+        held.add(free[0].text.lower())
+    return out
+
+
 def name_parent(
     facet: FacetWords,
     members: Sequence[int],

@@ -24,11 +24,12 @@ import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
 from clio.cluster import (
+    Clusterer,
     build_clusterer,
     centroids_of,
     compact_labels,
@@ -37,7 +38,14 @@ from clio.cluster import (
 )
 from clio.config import ClusterConfig, DescribeConfig, HierarchyConfig, RunConfig
 from clio.describe import describe_clusters, parent_prompt, summarise_with_fallback
-from clio.extractive import FacetWords, Scored, joined_names, name_clusters, name_parent
+from clio.extractive import (
+    FacetWords,
+    Scored,
+    distinct_names,
+    joined_names,
+    name_clusters,
+    name_parent,
+)
 from clio.hierarchy_llm import build_parent_level
 from clio.keywords import TermCounts, count_terms, keywords_of
 from clio.llm.base import Prompt
@@ -107,6 +115,55 @@ class _Level:
     child_to_node: np.ndarray | None = None  # node index for every node of the level below
     phrases: list[list[Scored]] | None = None  # extractive naming: ranked phrases per node
     facet_words: FacetWords | None = None  # extractive naming: the facet's texts, counted
+
+
+class TreeNode(Protocol):
+    """A node of a stored or built tree, as far as its place in the tree goes."""
+
+    level: int
+    cluster_id: str
+    parent_id: str | None
+
+
+@dataclass(frozen=True)
+class InheritedParents:
+    """A previous build's parent levels, for a new build of the same facet to keep: its
+    base clusters' centroids (largest first) and, for each parent level (lowest first),
+    the node index each base cluster sits under."""
+
+    base_centroids: np.ndarray  # (m, d), normalised
+    ancestors: list[np.ndarray]  # per parent level: (m,) node index
+
+    @classmethod
+    def of_tree(
+        cls, nodes: Sequence[TreeNode], base_centroids: np.ndarray
+    ) -> InheritedParents | None:
+        """The parent levels of one facet's tree `nodes` (ordered by level, then id), whose
+        base nodes have `base_centroids`; None for a tree of base clusters only, or one
+        whose base clusters do not all have a parent at every level."""
+        top = max((n.level for n in nodes), default=0)
+        if top == 0:
+            return None
+        parent_of = {n.cluster_id: n.parent_id for n in nodes}
+        index = {n.cluster_id: i for i, n in enumerate(nodes)}
+        base = [n for n in nodes if n.level == 0]
+        ancestors = np.zeros((top, len(base)), dtype=np.int64)
+        for column, node in enumerate(base):
+            current: str | None = node.cluster_id
+            for level in range(top):
+                current = parent_of.get(current or "")
+                if current is None or current not in index:
+                    return None
+                ancestors[level, column] = index[current]
+        return cls(np.asarray(base_centroids, dtype=np.float32), list(ancestors))
+
+    def levels_for(self, centroids: np.ndarray, base_sizes: np.ndarray) -> list[np.ndarray]:
+        """`nested_levels` for the new base clusters `centroids`: each sits under the nodes
+        of the previous base cluster nearest to it, so the clusters a small change kept keep
+        their parents, and a new one joins its nearest old neighbour's."""
+        nearest = np.argmax(unit_rows(centroids) @ unit_rows(self.base_centroids).T, axis=1)
+        weights = base_sizes.astype(np.float64)
+        return [compact_labels(level[nearest], weights=weights) for level in self.ancestors]
 
 
 def cluster_id(facet: str, level: int, index: int) -> str:
@@ -229,12 +286,14 @@ def build_facet_tree(
     vectors: np.ndarray,
     llm: StructuredLLM | None,
     settings: TreeSettings,
-    warm_centroids: tuple[np.ndarray, int] | None = None,
+    clusterer: Clusterer | None = None,
+    inherited: InheritedParents | None = None,
 ) -> list[Cluster]:
     """Every node of the facet's tree, level 0 (base) first. One item is one facet text
     (a list facet gives several items per conversation); `users` are pseudonyms.
-    `warm_centroids` (an earlier build's base centroids and its number of items) seed the
-    base clustering."""
+    `clusterer` makes the base clusters (the configured one when None; pass one to
+    warm-start it or to read its seeds after); with `inherited`, parent levels built from
+    centroids keep a previous build's (`InheritedParents.levels_for`)."""
     n = len(texts)
     if not (len(item_conversation_ids) == n == len(users) == len(vectors)):
         raise ValueError(
@@ -245,9 +304,7 @@ def build_facet_tree(
         return []
     vectors = unit_rows(vectors)
 
-    clusterer = build_clusterer(settings.cluster)
-    if warm_centroids is not None and len(warm_centroids[0]):
-        clusterer.warm_start(*warm_centroids)
+    clusterer = clusterer or build_clusterer(settings.cluster)
     labels, centroids = clusterer.fit(vectors)
     terms = count_terms(texts, users)  # counted once, scored for every level's labels
     keywords = _keywords(terms, labels, settings)
@@ -263,6 +320,7 @@ def build_facet_tree(
             named = name_clusters(
                 facet_words, labels, vectors, centroids, keywords, settings.min_users
             )
+        named = distinct_names(named, keywords)
         summaries = [
             _extractive_summary(found, keywords.get(c, []), f"{facet} cluster {c}")
             for c, (_, found) in enumerate(named)
@@ -286,7 +344,7 @@ def build_facet_tree(
         )
         levels = [_Level(labels, centroids, keywords, summaries)]
     add_levels = PARENT_PROCEDURES[parent_procedure(llm, settings)]
-    add_levels(facet, levels, terms, vectors, llm, settings)
+    add_levels(facet, levels, terms, vectors, llm, settings, inherited)
 
     clusters = _to_clusters(facet, levels, item_conversation_ids, settings.cluster.seed)
     _log.info(
@@ -349,9 +407,11 @@ def _add_llm_levels(
     vectors: np.ndarray,
     llm: StructuredLLM | None,
     tree_settings: TreeSettings,
+    inherited: InheritedParents | None = None,
 ) -> None:
     """Parent levels by the Clio procedure (`clio.hierarchy_llm`) until the top has at most
-    `top_clusters` nodes, `max_levels` are built, or a level would not shrink."""
+    `top_clusters` nodes, `max_levels` are built, or a level would not shrink. It builds
+    them anew each time (`inherited` is not used: the LLM proposes the parents)."""
     if llm is None:
         raise ValueError("the llm hierarchy procedure needs an LLM")
     settings = tree_settings.hierarchy
@@ -395,17 +455,21 @@ def _add_centroid_levels(
     vectors: np.ndarray,
     llm: StructuredLLM | None,
     settings: TreeSettings,
+    inherited: InheritedParents | None = None,
 ) -> None:
-    """Parent levels by grouping base-cluster centroids (`nested_levels`), LLM- or
-    keyword-named."""
+    """Parent levels by grouping base-cluster centroids (`nested_levels`), or those of a
+    previous build (`inherited`), LLM- or keyword-named."""
     base = levels[0]
     labels, centroids = base.item_labels, base.centroids
     base_sizes = np.bincount(labels, minlength=len(centroids))
     base_to_below = np.arange(len(centroids))
-    level_sizes = parent_level_sizes(len(centroids), settings.hierarchy)
-    nested = nested_levels(
-        centroids, base_sizes, level_sizes, settings.hierarchy, settings.cluster.seed
-    )
+    if inherited is not None:
+        nested = inherited.levels_for(centroids, base_sizes)
+    else:
+        level_sizes = parent_level_sizes(len(centroids), settings.hierarchy)
+        nested = nested_levels(
+            centroids, base_sizes, level_sizes, settings.hierarchy, settings.cluster.seed
+        )
     for base_to_node in nested:
         below = levels[-1]
         n_parents = int(base_to_node.max()) + 1
@@ -512,9 +576,19 @@ def _name_parents_extractively(
 
 
 # A procedure appending the parent levels above `levels[0]` (the base clusters), given the
-# facet, the levels, the term counts, the item vectors, the LLM (if any) and the settings.
+# facet, the levels, the term counts, the item vectors, the LLM (if any), the settings and
+# a previous build's parents to keep (a procedure that cannot keep them ignores them).
 ParentLevels = Callable[
-    [str, list[_Level], TermCounts, np.ndarray, "StructuredLLM | None", TreeSettings], None
+    [
+        str,
+        list[_Level],
+        TermCounts,
+        np.ndarray,
+        "StructuredLLM | None",
+        TreeSettings,
+        "InheritedParents | None",
+    ],
+    None,
 ]
 
 # `hierarchy.procedure` -> how its parent levels are built; a new procedure registers here.

@@ -19,7 +19,7 @@ import json
 import os
 import secrets
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -119,6 +119,13 @@ CREATE TABLE IF NOT EXISTS build_nodes (
     y DOUBLE,
     centroid FLOAT[],
     PRIMARY KEY (build_id, cluster_id)
+);
+CREATE TABLE IF NOT EXISTS build_seeds (
+    build_id VARCHAR NOT NULL,
+    facet VARCHAR NOT NULL,
+    seed_index INTEGER NOT NULL,
+    centroid FLOAT[] NOT NULL,
+    PRIMARY KEY (build_id, facet, seed_index)
 );
 CREATE TABLE IF NOT EXISTS build_conversations (
     build_id VARCHAR NOT NULL,
@@ -560,9 +567,11 @@ class PrivateStore:
         nodes: Sequence[BuildNode],
         conversation_ids: list,
         lineage: BuildLineage | None = None,
+        seeds: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Record a full build: its tree, the conversations it released from and its
-        lineage to the previous build (`clio.lineage`). Replaces an earlier record of the
+        """Record a full build: its tree, the conversations it released from, its lineage
+        to the previous build (`clio.lineage`) and, per facet, the seeds its clustering
+        ended on (what the next build warm-starts from). Replaces an earlier record of the
         same build (and what incremental runs added to it)."""
         node_rows = [
             (
@@ -584,6 +593,7 @@ class PrivateStore:
             self._con.execute("BEGIN")
             for table in (
                 "build_nodes",
+                "build_seeds",
                 "build_conversations",
                 "unassigned",
                 "lineage",
@@ -596,6 +606,13 @@ class PrivateStore:
                 self._con.executemany(
                     "INSERT INTO build_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", node_rows
                 )
+            seed_rows = [
+                (build_id, facet, i, row.astype(np.float32).tolist())
+                for facet, rows in sorted((seeds or {}).items())
+                for i, row in enumerate(rows)
+            ]
+            if seed_rows:
+                self._con.executemany("INSERT INTO build_seeds VALUES (?, ?, ?, ?)", seed_rows)
             self._con.execute(
                 "INSERT INTO build_conversations SELECT ?, unnest(?::VARCHAR[]), ?",
                 [build_id, list(conversation_ids), build_id],
@@ -643,6 +660,17 @@ class PrivateStore:
             [Link(*r) for r in rows],
             {cid: (rb, rn) for cid, rb, rn, _ in root_rows},
         )
+
+    def build_seeds(self, build_id: str) -> dict[str, np.ndarray]:
+        """facet -> the (k, d) seeds the build's clustering ended on, in order."""
+        rows = self.execute(
+            "SELECT facet, centroid FROM build_seeds WHERE build_id = ? ORDER BY facet, seed_index",
+            [build_id],
+        )
+        by_facet: dict[str, list[list[float]]] = {}
+        for facet, centroid in rows:
+            by_facet.setdefault(facet, []).append(centroid)
+        return {f: np.asarray(r, dtype=np.float32) for f, r in by_facet.items()}
 
     def build_item_counts(self, build_id: str) -> dict[str, int]:
         """facet -> facet texts the full build itself clustered (its own assignments)."""

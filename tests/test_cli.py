@@ -52,6 +52,14 @@ def test_run_with_missing_input_is_a_clear_error(tmp_path, capsys):
     assert "input not found" in capsys.readouterr().err
 
 
+def test_run_with_a_bad_progress_interval_stops_before_it_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CLIO_PROGRESS_SECONDS", "soon")
+    code = main(["run", "--output-dir", str(tmp_path / "out")])
+    assert code == 2
+    assert "CLIO_PROGRESS_SECONDS must be a number of seconds" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "private").exists()
+
+
 def test_run_with_invalid_config_is_a_clear_error(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text("privacy: {min_users: -1}\n")

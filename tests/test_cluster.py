@@ -346,3 +346,48 @@ def test_warm_start_adds_the_clusters_growth_asks_for():
     warm.warm_start(centroids, 240)
     labels, _ = warm.fit(vectors)
     assert int(labels.max()) + 1 == len(centroids) + 2  # k from 300 (10) minus from 240 (8)
+
+
+def _lloyd_step_moves(vectors: np.ndarray, labels: np.ndarray) -> int:
+    """Rows a further step of spherical k-means would move from the given labels."""
+    centroids = centroids_of(vectors, labels, int(labels.max()) + 1)
+    return int((np.argmax(vectors @ centroids.T, axis=1) != labels).sum())
+
+
+def test_kmeans_ends_on_a_fixed_point():
+    """k-means runs on until no label changes, so a warm start from its seeds (the next
+    build over the same rows) has nothing left to move; the control, faiss stopped after
+    its fixed iterations, would still move rows."""
+    rng = np.random.default_rng(3)
+    vectors = unit_rows(rng.normal(size=(800, 12)).astype(np.float32))
+    labels = cluster_module.spherical_kmeans(vectors, 25, seed=0, iterations=2, restarts=1)
+    assert _lloyd_step_moves(vectors, labels) == 0
+
+    import faiss
+
+    unsettled = faiss.Kmeans(12, 25, niter=2, seed=0, spherical=True, verbose=False)
+    unsettled.cp.min_points_per_centroid = 1
+    unsettled.train(vectors, init_centroids=kmeans_plus_plus_seeds(vectors, 25, 0))
+    _, assigned = unsettled.index.search(vectors, 1)
+    assert _lloyd_step_moves(vectors, assigned[:, 0].astype(np.int64)) > 0
+
+
+def test_warm_start_from_seeds_rebuilds_the_same_clusters_after_merging():
+    """A fit's `seeds` (k-means before merging) warm-start a fit over the same rows to the
+    same labels, merges included; the merged centroids (what a build's base clusters are)
+    would start k-means at a smaller k and lose clusters the merge had kept apart."""
+    vectors, _, _ = blobs(6, 100, dim=32, noise=0.1, seed=4)
+    config = ClusterConfig(target_cluster_size=20, merge_unseparated=True, seed=0)
+    first = build_clusterer(config)
+    labels, merged = first.fit(vectors)
+    assert first.seeds is not None and len(first.seeds) > len(merged)
+    again = build_clusterer(config.model_copy(update={"seed": 9}))
+    again.warm_start(first.seeds, len(vectors))
+    assert np.array_equal(again.fit(vectors)[0], labels)
+    from_merged = build_clusterer(config.model_copy(update={"seed": 9}))
+    from_merged.warm_start(merged, len(vectors))
+    assert not np.array_equal(from_merged.fit(vectors)[0], labels)
+
+
+def test_hdbscan_has_no_seeds():
+    assert build_clusterer(ClusterConfig(method="hdbscan")).seeds is None

@@ -5,6 +5,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from clio import hierarchy as hierarchy_module
+from clio.cluster import unit_rows
 from clio.config import (
     ClusterConfig,
     DescribeConfig,
@@ -13,8 +14,9 @@ from clio.config import (
     PrivacyConfig,
     RunConfig,
 )
-from clio.extractive import joined_names
+from clio.extractive import FacetWords, distinct_names, joined_names, name_clusters
 from clio.hierarchy import (
+    InheritedParents,
     TreeSettings,
     build_facet_tree,
     nested_levels,
@@ -560,3 +562,59 @@ def test_name_key_merges_only_names_of_the_same_words(first, second, same):
 def test_next_level_size(n_children, branching, top, expected):
     settings = HierarchyConfig(branching=branching, top_clusters=top)
     assert hierarchy_module.next_level_size(n_children, settings) == expected
+
+
+def _base_groups(clusters, level: int) -> set[frozenset[frozenset[str]]]:
+    """The parents at `level` as sets of their base clusters (each a set of members)."""
+    by_id = {c.cluster_id: c for c in clusters}
+    groups: dict[str, set[frozenset[str]]] = {}
+    for base in (c for c in clusters if c.level == 0):
+        node = base
+        while node.level < level:
+            node = by_id[node.parent_id]
+        groups.setdefault(node.cluster_id, set()).add(frozenset(base.member_ids))
+    return {frozenset(g) for g in groups.values()}
+
+
+def test_inherited_parents_keep_the_previous_grouping():
+    """A build given a previous tree's parents groups its base clusters as that tree did,
+    whatever its own grouping settings; the control, grouped anew with other settings,
+    groups them differently."""
+    conversation_ids, texts, users, vectors = _items()
+    settings = _config(names="extractive")
+    first = build_facet_tree("request", conversation_ids, texts, users, vectors, None, settings)
+    base = [c for c in first if c.level == 0]
+    centroids = unit_rows(np.stack([vectors[c.extra["item_indices"]].sum(axis=0) for c in base]))
+    ordered = sorted(first, key=lambda c: (c.level, c.cluster_id))
+    inherited = InheritedParents.of_tree(ordered, centroids)
+    assert inherited is not None and len(inherited.ancestors) >= 1
+
+    regrouped = _config(names="extractive", grouping="ward", branching=4)
+    kept = build_facet_tree(
+        "request", conversation_ids, texts, users, vectors, None, regrouped, inherited=inherited
+    )
+    anew = build_facet_tree("request", conversation_ids, texts, users, vectors, None, regrouped)
+    assert _base_groups(kept, 1) == _base_groups(first, 1)
+    assert _base_groups(anew, 1) != _base_groups(first, 1)
+
+
+def test_sibling_base_clusters_get_distinct_names():
+    """Two clusters whose best phrase is the same word: the one it fits best keeps it, the
+    other takes its next supported phrase; the control, `name_clusters` alone, names both
+    "People"."""
+    texts = (
+        [f"people thing{i}" for i in range(6)]
+        + [f"people thing{i + 10}" for i in range(10)]
+        + [f"women thing{i + 20}" for i in range(2)]
+        + [f"cars engine{i}" for i in range(60)]
+    )
+    users = [f"u{i}" for i in range(len(texts))]
+    labels = np.array([0] * 6 + [1] * 12 + [2] * 60)
+    rng = np.random.default_rng(0)
+    vectors = unit_rows(rng.normal(size=(len(texts), 8)).astype(np.float32))
+    centroids = unit_rows(np.stack([vectors[labels == c].sum(axis=0) for c in range(3)]))
+    named = name_clusters(FacetWords.of(texts, users), labels, vectors, centroids, {}, 2)
+    assert [found[0] for _, found in named] == ["People", "People", "Cars"]
+    renamed = distinct_names(named, {})
+    assert [found[0] for _, found in renamed] == ["People", "Women", "Cars"]
+    assert renamed[1][0][0].text == "women"  # its ranked phrases now lead with its name

@@ -9,7 +9,7 @@ in the one process that writes the store. Each takes the config sections it need
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,12 @@ from clio.config import (
 from clio.embed import embed_texts
 from clio.facet_quality import FacetQuality, measure_facets
 from clio.facets import example_outputs, extract_facets
-from clio.hierarchy import TreeSettings, base_cluster_of_items, build_facet_tree
+from clio.hierarchy import (
+    InheritedParents,
+    TreeSettings,
+    base_cluster_of_items,
+    build_facet_tree,
+)
 from clio.incremental import base_centroids, tree_from_build
 from clio.ingest import ingest
 from clio.lineage import LineageNode, inherited_roots, match_builds, same_names
@@ -73,6 +78,17 @@ class FacetTree:
     clusters: list[Cluster]
     nodes: list[BuildNode]  # the same tree as the private store keeps it
     usage: Usage
+    seeds: dict[str, np.ndarray] = field(default_factory=dict)  # facet -> clusterer seeds
+
+
+@dataclass(frozen=True)
+class PreviousFacet:
+    """What a new build of a facet takes from the previous build: the seeds its base
+    clustering ended on, the number of facet texts it clustered, and its parent levels."""
+
+    seeds: np.ndarray
+    n_items: int
+    parents: InheritedParents | None
 
 
 def usage_of(llm: StructuredLLM | None) -> Usage:
@@ -98,6 +114,24 @@ def facet_items(values: Sequence[FacetValue], facet: str) -> FacetItems:
                 items.conversation_ids.append(value.conversation_id)
                 items.texts.append(text)
     return items
+
+
+def canonical_order(items: FacetItems, content_hashes: Mapping[str, str]) -> FacetItems:
+    """The same items ordered by their conversation's content hash, then entry: the order
+    a build clusters in, so the same conversations read in another order (or from another
+    file, under other ids) give the same seeds and so the same tree."""
+
+    def key(i: int) -> tuple[str, int, str]:
+        conversation = items.conversation_ids[i]
+        entry = int(items.item_ids[i].rpartition("#")[2] or 0)
+        return (content_hashes.get(conversation, ""), entry, conversation)
+
+    order = sorted(range(len(items.texts)), key=key)
+    return FacetItems(
+        item_ids=[items.item_ids[i] for i in order],
+        conversation_ids=[items.conversation_ids[i] for i in order],
+        texts=[items.texts[i] for i in order],
+    )
 
 
 # -- partition stages: read the main store read-only, write their own shard -------
@@ -240,11 +274,12 @@ def build_trees(
     clusters: list[Cluster] = []
     nodes: list[BuildNode] = []
     usage: Usage = {}
+    seeds: dict[str, np.ndarray] = {}
     with PrivateStore(private_path) as store:
         build = store.current_build()
         previous = build[0] if build is not None else None
         values = store.get_facets(conversation_ids)
-        warm = _previous_centroids(store, previous) if settings.cluster.warm_start else {}
+        warm = previous_facets(store, previous) if settings.cluster.warm_start else {}
         for facet in clustered:
             items = facet_items(values, facet)
             tree = _facet_tree(
@@ -253,27 +288,39 @@ def build_trees(
             clusters.extend(tree.clusters)
             nodes.extend(tree.nodes)
             add_usage(usage, tree.usage)
+            seeds.update(tree.seeds)
         lineage = None
         if lineage_config is not None and lineage_config.enabled:
             lineage = build_lineage(store, previous, clustered, clusters, run_id, lineage_config)
             clusters, nodes = _keep_names(store, previous, lineage, clusters, nodes, lineage_config)
-        store.put_build(run_id, shape_digest, nodes, conversation_ids, lineage)
-    return FacetTree(clusters, nodes, usage)
+        store.put_build(run_id, shape_digest, nodes, conversation_ids, lineage, seeds)
+    return FacetTree(clusters, nodes, usage, seeds)
 
 
-def _previous_centroids(
-    store: PrivateStore, build_id: str | None
-) -> dict[str, tuple[np.ndarray, int]]:
-    """facet -> the build's base centroids, largest cluster first (node order), and the
-    number of facet texts the build clustered."""
+def previous_facets(store: PrivateStore, build_id: str | None) -> dict[str, PreviousFacet]:
+    """facet -> what a warm-started build takes from the build `build_id`: its stored
+    seeds (its base centroids for a build recorded before seeds were kept), its number of
+    clustered facet texts, and its parent levels (none for a tree of base clusters only)."""
     if build_id is None:
         return {}
-    by_facet: dict[str, list[np.ndarray]] = {}
-    for node in store.build_nodes(build_id):
-        if node.level == 0 and node.centroid is not None:
-            by_facet.setdefault(node.facet, []).append(node.centroid)
+    stored_seeds = store.build_seeds(build_id)
     items = store.build_item_counts(build_id)
-    return {facet: (np.stack(rows), int(items.get(facet, 0))) for facet, rows in by_facet.items()}
+    by_facet: dict[str, list[BuildNode]] = {}
+    for node in store.build_nodes(build_id):  # in (facet, level, cluster id) order
+        by_facet.setdefault(node.facet, []).append(node)
+    previous = {}
+    for facet, facet_nodes in by_facet.items():
+        base = [n for n in facet_nodes if n.level == 0 and n.centroid is not None]
+        if not base:
+            continue
+        centroids = np.stack([n.centroid for n in base if n.centroid is not None])
+        every_base_placed = len(base) == sum(1 for n in facet_nodes if n.level == 0)
+        previous[facet] = PreviousFacet(
+            seeds=stored_seeds.get(facet, centroids),
+            n_items=int(items.get(facet, 0)),
+            parents=InheritedParents.of_tree(facet_nodes, centroids) if every_base_placed else None,
+        )
+    return previous
 
 
 def build_lineage(
@@ -347,15 +394,20 @@ def _facet_tree(
     items: FacetItems,
     store: PrivateStore,
     run_id: str,
-    warm_centroids: tuple[np.ndarray, int] | None = None,
+    previous: PreviousFacet | None = None,
 ) -> FacetTree:
     if not items.texts:
         log.info(f"cluster {facet}: no values to cluster")
         return FacetTree([], [], {})
-    users = store.user_pseudonyms(sorted(set(items.conversation_ids)))
+    conversations = sorted(set(items.conversation_ids))
+    items = canonical_order(items, store.content_hashes(conversations))
+    users = store.user_pseudonyms(conversations)
     item_users = [users[c] for c in items.conversation_ids]
     vectors = embed_texts(items.texts, embedder_for(embed_config), store)
     llm = llm_for(llm_config, store)
+    clusterer = build_clusterer(settings.cluster)
+    if previous is not None and len(previous.seeds):
+        clusterer.warm_start(previous.seeds, previous.n_items)
     tree = build_facet_tree(
         facet,
         items.conversation_ids,
@@ -364,7 +416,8 @@ def _facet_tree(
         vectors,
         llm,
         settings,
-        warm_centroids,
+        clusterer,
+        previous.parents if previous is not None else None,
     )
     base = [node for node in tree if node.level == 0]
     base_of_item = base_cluster_of_items(tree)
@@ -395,7 +448,8 @@ def _facet_tree(
         )
         for c in tree
     ]
-    return FacetTree(tree, nodes, usage_of(llm))
+    seeds = clusterer.seeds
+    return FacetTree(tree, nodes, usage_of(llm), {} if seeds is None else {facet: seeds})
 
 
 def assign_increment(
