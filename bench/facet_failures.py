@@ -9,9 +9,11 @@ a cache and without scrubbing (the scrubber only swaps a few spans for placehold
 
 Prints the share of conversations whose LLM facets failed: overall, by source and by
 length quartile, with each failure's cause (the prompt overflowing the context, an answer
-longer than allowed, an invalid answer), and per quartile the prompt tokens the character
-cut (`llm.max_input_chars`) leaves, counted with the model's vocabulary, and how many
-prompts the backend cut further to fit its context (where it does).
+longer than allowed, an invalid answer), and per group the prompt tokens the character
+cut (`llm.max_input_chars`) leaves, counted with the model's vocabulary (median and
+maximum), how many of those prompts plus `max_output_tokens` exceed the context ("over
+ctx"), and how many prompts the backend cut further to fit its context ("cut"; `-` where
+the backend has no token budget).
 
 Offline. Usage (heavy: wrap in `flock /work/heavy.lock`):
 `python bench/facet_failures.py [--limit 160] [--context-tokens 2048]
