@@ -172,7 +172,8 @@ class LLMConfig(_Section):
         2400,
         ge=200,
         description="Conversation text shown to the model is cut to this many characters "
-        "(head and tail kept) so one long chat cannot blow the context.",
+        "(head and tail kept), a cheap first bound; the local backend then cuts it further, "
+        "counting its own tokens, so the prompt and `max_output_tokens` fit `context_tokens`.",
     )
     max_retries: int = Field(
         2, ge=0, description="Extra attempts after a failed or invalid answer, then recorded."

@@ -41,13 +41,13 @@ from clio.config import METADATA_FACET_NAMES, FacetConfig, FacetExtractor
 from clio.keywords import letter_runs
 from clio.language import LANGUAGE_CODES, identify_languages, reconcile_language
 from clio.llm.base import Example, Prompt
+from clio.llm.budget import cut_middle
 from clio.llm.client import LLMFailure, StructuredLLM
 from clio.records import Conversation, FacetValue, Message, ScrubbedConversation
 
 _log = logging.getLogger("clio.facets")
 
 ROLE_LABELS = {"user": "User", "assistant": "Assistant", "system": "System"}
-CUT_MARKER = "\n[...]\n"
 METADATA_FACETS = METADATA_FACET_NAMES
 
 # Code in a message: a fence, or a line that starts like code in a common language.
@@ -219,14 +219,11 @@ def facet_output_model(
 
 
 def render_conversation(messages: Sequence[Message], max_input_chars: int) -> str:
-    """`User: ...\\nAssistant: ...`, cut to `max_input_chars` keeping head and tail."""
+    """`User: ...\\nAssistant: ...`, cut to `max_input_chars` keeping head and tail: the
+    cheap first bound; the local backend cuts further, by its own tokens, to fit its
+    context (`clio.llm.budget`)."""
     text = "\n".join(f"{ROLE_LABELS[m.role]}: {m.content.strip()}" for m in messages)
-    if len(text) <= max_input_chars:
-        return text
-    room = max(max_input_chars - len(CUT_MARKER), 0)
-    head = room * 2 // 3
-    tail = room - head
-    return text[:head] + CUT_MARKER + (text[-tail:] if tail else "")
+    return cut_middle(text, max_input_chars)
 
 
 def facet_input(messages: Sequence[Message], max_input_chars: int) -> str:

@@ -11,7 +11,6 @@ from pydantic import ValidationError
 from clio.concern import concern_level
 from clio.config import FacetConfig, LLMConfig, RunConfig, builtin_facets
 from clio.facets import (
-    CUT_MARKER,
     cross_checked,
     extract_facets,
     facet_examples,
@@ -23,6 +22,7 @@ from clio.facets import (
 )
 from clio.language import reconcile_language
 from clio.llm.base import LLMError, Prompt
+from clio.llm.budget import CUT_MARKER
 from clio.llm.client import MemoryCache, StructuredLLM
 from clio.records import Message, ScrubbedConversation
 from tests.fakes.llm import FakeBackend

@@ -61,7 +61,9 @@ class LLMUnavailable(RuntimeError):
 @runtime_checkable
 class LLMBackend(Protocol):
     """A backend may also have `parallel_calls: int`, the calls it answers at once (the local
-    backend's contexts); the client then keeps at least that many in flight."""
+    backend's contexts); the client then keeps at least that many in flight. And it may
+    have `fit(prompt, schema, *, max_tokens) -> Prompt`, the prompt cut to fit its context
+    (the local backend, which counts its own tokens); the client asks with that prompt."""
 
     @property
     def identifier(self) -> str:

@@ -220,6 +220,7 @@ class StructuredLLM:
     # -- one prompt --------------------------------------------------------
     def ask(self, prompt: Prompt, output: type[T]) -> T | LLMFailure:
         schema = output.model_json_schema()
+        prompt = self._fitted(prompt, schema)
         key = cache_key(
             self.backend.identifier,
             prompt,
@@ -312,6 +313,15 @@ class StructuredLLM:
         return results  # type: ignore[return-value]  # every slot is filled above
 
     # -- helpers -----------------------------------------------------------
+    def _fitted(self, prompt: Prompt, schema: dict[str, Any]) -> Prompt:
+        """The prompt as the backend takes it: a backend with a `fit` method (the local
+        one) cuts an input too long for its context, so the cache key, the answer's
+        validation and the call all see the text the model sees."""
+        fit = getattr(self.backend, "fit", None)
+        if fit is None:
+            return prompt
+        return fit(prompt, schema, max_tokens=self.config.max_output_tokens)
+
     def _retry_delay(self, attempt: int, error: LLMError) -> float:
         """Exponential backoff, or what the server asked for (`retry-after`), capped."""
         backoff = self._backoff_seconds * 2**attempt

@@ -43,6 +43,7 @@ import numpy as np
 
 from clio.llm import guided
 from clio.llm.base import Completion, LLMError, LLMUnavailable, Prompt
+from clio.llm.budget import fit_prompt
 from clio.llm.render import (
     COMPLETION_STOP,
     ONE_LINE_STOP,
@@ -58,6 +59,7 @@ GrammarMode = Literal["guided", "fallback", "always"]
 
 _digests: dict[tuple[str, int, int], str] = {}
 _pools: dict[tuple[str, int, int, int], ContextPool] = {}
+_vocabularies: dict[str, Vocabulary] = {}
 _pools_lock = threading.Lock()
 _load_lock = threading.Lock()
 
@@ -111,13 +113,17 @@ class Vocabulary:
             except ValueError as exc:
                 raise LLMUnavailable(f"cannot read GGUF vocabulary {path.name}: {exc}") from exc
         self._lib = llama_cpp
+        self._lock = threading.Lock()
         self.name = f"the vocabulary of {path.name}"
 
     def count(self, text: str, *, bos: bool = False) -> int:
         data = text.encode("utf-8")
         room = len(data) + 2  # a token is at least one byte; one more for BOS
         tokens = (self._lib.llama_token * room)()
-        n = self._lib.llama_tokenize(self._model.vocab, data, len(data), tokens, room, bos, False)
+        with self._lock:  # one vocabulary serves every calling thread of a backend
+            n = self._lib.llama_tokenize(
+                self._model.vocab, data, len(data), tokens, room, bos, False
+            )
         if n < 0:
             raise LLMError(f"cannot tokenize a text of {len(data)} bytes")
         return n
@@ -324,15 +330,28 @@ def context_pool(path: Path, *, size: int, threads: int, context_tokens: int) ->
         return _pools[key]
 
 
+def vocabulary(path: Path) -> Vocabulary:
+    """One vocabulary per file in a process, loaded on first need."""
+    key = str(path.resolve())
+    with _pools_lock:
+        if key not in _vocabularies:
+            _vocabularies[key] = Vocabulary(path)
+        return _vocabularies[key]
+
+
 @atexit.register
 def close_pools() -> None:
     """Free every loaded model before the interpreter tears its modules down: left to
     llama-cpp-python's finaliser at exit, freeing fails with a TypeError traceback."""
     with _pools_lock:
         pools = list(_pools.values())
+        vocabularies = list(_vocabularies.values())
         _pools.clear()
+        _vocabularies.clear()
     for pool in pools:
         pool.close()
+    for vocab in vocabularies:
+        vocab.close()
 
 
 class LocalBackend:
@@ -381,9 +400,23 @@ class LocalBackend:
             context_tokens=self.context_tokens,
         )
 
+    def fit(self, prompt: Prompt, schema: dict[str, Any], *, max_tokens: int) -> Prompt:
+        """`prompt`, its input cut (head and tail kept) when the prompt and an answer of
+        `max_tokens` would not fit the context, counted with the model's own vocabulary
+        (`clio.llm.budget`). The client fits a prompt before its cache key is made."""
+        return fit_prompt(
+            prompt,
+            schema,
+            counter=vocabulary(self.model_path),
+            style=self.prompt_style,
+            context_tokens=self.context_tokens,
+            max_tokens=max_tokens,
+        )
+
     def generate(
         self, prompt: Prompt, schema: dict[str, Any], *, max_tokens: int, temperature: float
     ) -> Completion:
+        prompt = self.fit(prompt, schema, max_tokens=max_tokens)  # a no-op once fitted
         fields = guided.plan(schema) if self.grammar_mode == "guided" else None
         pool = self.pool
         with pool.context() as context:
