@@ -3,7 +3,8 @@
 - Speed: `embed_texts` (length-sorted chunks, no cache) over N real texts, half from
   CLINC150's test split and half from Banking77's, interleaved; texts per second of wall
   time and per CPU-second (this process, ONNX Runtime's and torch's threads included),
-  best of `--repeats`. Loading (and, on first use, the ONNX export) is timed apart.
+  best of `--repeats`, the backends taking turns. Loading (and, on first use, the ONNX
+  export) is timed apart.
 - Agreement: the cosine of each text's onnx-int8 vector to its torch vector (min, 1st
   percentile, mean).
 - Clustering: what `clio eval clusters` scores (`clio.evaluation.clusters.evaluate`, the
@@ -11,7 +12,7 @@
   test splits, embedded by each backend, for each seed of `--seeds`; NMI and ARI per
   seed and their mean, and the onnx-int8 minus torch difference of the means.
 
-Usage: `python bench/embed_backends.py [--n 2000] [--seeds 0,1,2] [--json]`.
+Usage: `python bench/embed_backends.py [--n 2000] [--seeds 0,1,2,3,4] [--json]`.
 """
 
 from __future__ import annotations
@@ -49,20 +50,27 @@ def speed_texts(data_dir: Path, n: int) -> list[str]:
     return mixed[:n]
 
 
-def timed_embed(texts: list[str], embedder: Embedder, repeats: int) -> tuple[np.ndarray, dict]:
-    runs = []
-    vectors = np.zeros((0, 0), dtype=np.float32)
+def timed_embeds(
+    texts: list[str], embedders: dict[str, Embedder], repeats: int
+) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+    """Each backend's vectors and speed, best of `repeats`. The backends take turns in
+    each repeat, so a load from elsewhere on the machine falls on both alike."""
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in embedders}
+    vectors: dict[str, np.ndarray] = {}
     for _ in range(repeats):
-        wall, cpu = time.perf_counter(), time.process_time()
-        vectors = embed_texts(texts, embedder, None)
-        runs.append((time.perf_counter() - wall, time.process_time() - cpu))
-    best_wall = min(wall for wall, _ in runs)
-    best_cpu = min(cpu for _, cpu in runs)
-    return vectors, {
-        "texts_per_second": round(len(texts) / best_wall, 1),
-        "texts_per_cpu_second": round(len(texts) / best_cpu, 1),
-        "wall_seconds": [round(wall, 2) for wall, _ in runs],
+        for name, embedder in embedders.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            vectors[name] = embed_texts(texts, embedder, None)
+            runs[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    figures = {
+        name: {
+            "texts_per_second": round(len(texts) / min(w for w, _ in timings), 1),
+            "texts_per_cpu_second": round(len(texts) / min(c for _, c in timings), 1),
+            "wall_seconds": [round(w, 2) for w, _ in timings],
+        }
+        for name, timings in runs.items()
     }
+    return vectors, figures
 
 
 def cosine_summary(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
@@ -109,7 +117,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     texts = speed_texts(data_dir, args.n)
     embedders: dict[str, Embedder] = {}
-    report: dict[str, Any] = {"n": len(texts), "cpu_count": os.cpu_count(), "speed": {}}
+    report: dict[str, Any] = {
+        "n": len(texts),
+        "cpu_count": os.cpu_count(),
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "speed": {},
+    }
     for backend in BACKENDS:
         embedder = build_embedder(EmbedConfig(backend=backend, batch_size=args.batch_size))
         start = time.perf_counter()
@@ -117,10 +130,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["speed"][backend] = {"identifier": embedder.identifier}
         report["speed"][backend]["load_seconds"] = round(time.perf_counter() - start, 2)
         embedders[backend] = embedder
-    speed_vectors = {}
-    for backend, embedder in embedders.items():
-        speed_vectors[backend], figures = timed_embed(texts, embedder, args.repeats)
-        report["speed"][backend].update(figures)
+    speed_vectors, figures = timed_embeds(texts, embedders, args.repeats)
+    for backend, backend_figures in figures.items():
+        report["speed"][backend].update(backend_figures)
     report["speedup"] = round(
         report["speed"]["onnx-int8"]["texts_per_second"]
         / report["speed"]["torch"]["texts_per_second"],
@@ -168,15 +180,18 @@ def format_report(report: dict[str, Any]) -> str:
                 f"onnx-int8 {o['nmi_mean']:.4f} / {o['ari_mean']:.4f}   "
                 f"difference {diff['nmi_mean']:+.4f} / {diff['ari_mean']:+.4f}"
             )
-    lines.append(f"load average at the end: {report['load_average']}")
+    lines.append(
+        f"load average at the start {report['load_average_start']}, "
+        f"at the end {report['load_average']}"
+    )
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="texts timed and compared")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs; the best counts")
-    parser.add_argument("--seeds", default="0,1,2", help="clustering seeds, comma-separated")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs; the best counts")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="clustering seeds, comma-separated")
     parser.add_argument(
         "--batch-size", type=int, default=EmbedConfig.model_fields["batch_size"].default
     )
