@@ -94,8 +94,7 @@ class SentenceTransformerEmbedder:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._path = _model_path(model).resolve()
-        # The packaged model has a stable name; another model is known by its directory.
-        self._identifier = f"st:{DEFAULT_MODEL}" if model == DEFAULT_MODEL else f"st:{self._path}"
+        self._identifier = f"st:{model_name(model, self._path)}"
         self.batch_size = batch_size
 
     @property
@@ -120,6 +119,12 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
+def model_name(model: str, path: Path) -> str:
+    """The name a model is known by in identifiers: the packaged model has a stable name;
+    another model is known by its directory."""
+    return DEFAULT_MODEL if model == DEFAULT_MODEL else str(path)
+
+
 def _load_onnx(source: Path, name: str) -> OnnxSentenceModel:
     """Export (first use in this environment) and load an ONNX model once per process."""
     from clio.embed_onnx import OnnxSentenceModel, ensure_exported
@@ -139,7 +144,7 @@ class OnnxInt8Embedder:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._path = _model_path(model).resolve()
-        self._name = DEFAULT_MODEL if model == DEFAULT_MODEL else str(self._path)
+        self._name = model_name(model, self._path)
         self._identifier = f"st-onnx-int8:{self._name}"
         self.batch_size = batch_size
 
