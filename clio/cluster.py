@@ -372,16 +372,11 @@ def settle(vectors: np.ndarray, labels: np.ndarray, k: int, max_rounds: int) -> 
     nearest centroid) until no label changes, at most `max_rounds`: faiss stops after a
     fixed number of iterations, where a restart from its centroids would still move rows.
     A label left empty keeps no centroid, so its rows never come back to it."""
-    import faiss
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     for _ in range(max_rounds):
         used = np.bincount(labels, minlength=k) > 0
-        centroids = centroids_of(vectors, labels, k)[used].astype(np.float32)
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(np.ascontiguousarray(centroids))
-        _, nearest = index.search(vectors, 1)
-        moved = np.flatnonzero(used)[nearest[:, 0]].astype(np.int64)
+        centroids = centroids_of(vectors, labels, k)[used]
+        nearest, _ = nearest_centroids(vectors, centroids, max_distance=2.0)  # every row
+        moved = np.flatnonzero(used)[nearest]
         if np.array_equal(moved, labels):
             break
         labels = moved
