@@ -310,15 +310,14 @@ def previous_facets(store: PrivateStore, build_id: str | None) -> dict[str, Prev
         by_facet.setdefault(node.facet, []).append(node)
     previous = {}
     for facet, facet_nodes in by_facet.items():
-        base = [n for n in facet_nodes if n.level == 0 and n.centroid is not None]
-        if not base:
-            continue
-        centroids = np.stack([n.centroid for n in base if n.centroid is not None])
-        every_base_placed = len(base) == sum(1 for n in facet_nodes if n.level == 0)
+        base = [n.centroid for n in facet_nodes if n.level == 0]
+        if not base or any(c is None for c in base):
+            continue  # every build stores each base cluster's centroid
+        centroids = np.stack(base)
         previous[facet] = PreviousFacet(
             seeds=stored_seeds.get(facet, centroids),
             n_items=int(items.get(facet, 0)),
-            parents=InheritedParents.of_tree(facet_nodes, centroids) if every_base_placed else None,
+            parents=InheritedParents.of_tree(facet_nodes, centroids),
         )
     return previous
 
