@@ -82,6 +82,7 @@ def test_the_hierarchy_level_nearest_the_coarse_labels_is_scored(fixture_report)
     assert hierarchy["nmi"] == 1.0
     assert hierarchy["reconstruction"] == 1.0
     assert hierarchy["ward"] == {"nmi": 1.0, "ari": 1.0, "reconstruction": 1.0, "k": N_GROUPS}
+    assert hierarchy["base_ceiling"]["nmi"] == 1.0
     assert set(hierarchy["kmeans"]) == {"nmi", "ari", "reconstruction", "k"}
     assert hierarchy["named_with"] == "keywords"
 
@@ -319,3 +320,16 @@ def test_bertopic_runs_on_precomputed_vectors_with_a_fixed_seed():
     assert len(first) == len(dataset.texts)
     report = evaluate(dataset, vectors, _config(), methods=["bertopic"], with_hierarchy=False)
     assert report["methods"]["bertopic"]["nmi"] > 0.9
+
+
+def test_the_base_ceiling_gives_each_base_cluster_its_majority_coarse_label():
+    # base cluster 1 straddles two topics: 3 items of "b", 1 of "a"
+    coarse = ["a", "a", "b", "b", "b", "a", "c", "c"]
+    base = np.array([0, 0, 1, 1, 1, 1, 2, 2])
+    ceiling = harness.best_grouping_labels(coarse, base)
+    assert ceiling.tolist() == [0, 0, 1, 1, 1, 1, 2, 2]
+    scores = harness.score_clustering(coarse, ceiling)
+    assert scores["ari"] < 1.0  # no grouping of these base clusters recovers item 5's topic
+    # control: base clusters that each hold one topic reach 1.0
+    pure = harness.best_grouping_labels(coarse, np.array([0, 0, 1, 1, 1, 3, 2, 2]))
+    assert harness.score_clustering(coarse, pure)["ari"] == 1.0

@@ -138,6 +138,16 @@ def ward_labels(base_centroids: np.ndarray, base_labels: np.ndarray, n_groups: i
     return np.asarray(groups, dtype=np.int64)[base_labels]
 
 
+def best_grouping_labels(coarse_labels: Sequence[str], base_labels: np.ndarray) -> np.ndarray:
+    """Every base cluster given to its own majority coarse label, items following their
+    cluster: the best any grouping of these base clusters can score, its ceiling."""
+    coarse = np.unique(np.asarray(coarse_labels), return_inverse=True)[1].ravel()
+    majority = {
+        int(c): int(np.bincount(coarse[base_labels == c]).argmax()) for c in np.unique(base_labels)
+    }
+    return np.array([majority[int(c)] for c in base_labels], dtype=np.int64)
+
+
 def _timed(function: Callable[..., np.ndarray], *args: Any) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     labels = function(*args)
@@ -214,6 +224,9 @@ def evaluate_hierarchy(
         dataset.coarse_labels, kmeans_labels(vectors, n_nodes, config.cluster.seed)
     )
     ward = score_clustering(dataset.coarse_labels, ward_labels(base_centroids, base, n_nodes))
+    ceiling = score_clustering(
+        dataset.coarse_labels, best_grouping_labels(dataset.coarse_labels, base)
+    )
     try:
         # BERTopic counts its outlier topic (-1) among `nr_topics`
         reduced = bertopic_labels(dataset.texts, vectors, config.cluster.seed, n_nodes + 1)
@@ -237,6 +250,7 @@ def evaluate_hierarchy(
         "ari": round(ours["ari"], 4),
         "kmeans": pick(kmeans),
         "ward": pick(ward),
+        "base_ceiling": pick(ceiling),
         "bertopic": pick(bertopic),
         "named_with": "llm" if llm is not None else "keywords",
         "seconds": round(seconds, 2),
@@ -351,6 +365,7 @@ def _hierarchy_lines(key: str, hierarchy: dict[str, Any]) -> list[str]:
             ("clio", hierarchy),
             ("kmeans", hierarchy["kmeans"]),
             ("ward", hierarchy["ward"]),
+            ("ceiling", hierarchy.get("base_ceiling", {"skipped": "not run"})),
             ("bertopic", hierarchy.get("bertopic", {"skipped": "not run"})),
         ):
             if "skipped" in scores:
