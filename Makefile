@@ -10,6 +10,8 @@ STAMP := $(VENV)/.clio-installed
 OUTPUT_DIR ?= outputs
 CONFIG ?= configs/sample.yaml
 LIMIT ?= 500
+# Two test processes, a file each at a time (module fixtures load once); the slowest listed.
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=25
 # Portable llama.cpp build: a wheel built with -march=native can crash on another CPU.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
@@ -43,7 +45,7 @@ run: install
 
 test: install $(CHROMIUM)
 	$(VENV)/bin/ruff check clio flows tests bench
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check clio flows tests bench

@@ -24,6 +24,11 @@ for key, value in {
     "TOKENIZERS_PARALLELISM": "false",
 }.items():
     os.environ[key] = value
+# Under `pytest -n 2` (make test) two workers share the cores: one OpenMP thread each
+# (torch, faiss) instead of two spinning threads apiece.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(key, "1")
 
 
 @pytest.fixture(scope="session")
