@@ -215,3 +215,30 @@ def test_estimate_takes_no_incremental_mode(tmp_path, capsys):
 def test_json_goes_with_estimate(tmp_path, capsys):
     assert main(["run", "--json", "--output-dir", str(tmp_path / "out")]) == 2
     assert not (tmp_path / "out").exists()
+
+
+def test_a_local_prompt_too_long_for_the_context_is_counted_as_the_model_takes_it(
+    tmp_path, capsys
+):
+    """The local backend cuts an input that does not fit its context (`clio.llm.budget`);
+    the estimate counts the cut prompt, as the run sends it."""
+    turn = "Here is my Python code, why does it fail? " + "value = compute(x) + 1\n" * 900
+    conversation = {
+        "conversation_id": "long-1",
+        "user_id": "u1",
+        "messages": [{"role": "user", "content": turn}, {"role": "assistant", "content": "ok"}],
+    }
+    inputs = tmp_path / "long.jsonl"
+    inputs.write_text(json.dumps(conversation) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text("llm: {backend: local, context_tokens: 1024, max_input_chars: 30000}\n")
+    estimate = _estimate(config, inputs, tmp_path / "out", capsys)
+    facets = next(s for s in estimate["steps"] if s["name"].startswith("facets"))
+    assert facets["prompts"] == 1
+    per_call = facets["input_tokens"] / facets["calls"]
+    assert per_call <= 1024
+
+    # control: the conversation alone, uncut, is far longer than the context
+    from clio.llm.local import model_file, vocabulary
+
+    assert vocabulary(model_file(None)).count(turn) > 2 * 1024

@@ -193,6 +193,18 @@ def cache_key(
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def fitted_prompt(
+    backend: LLMBackend, prompt: Prompt, schema: dict[str, Any], *, max_tokens: int
+) -> Prompt:
+    """The prompt as `backend` takes it: a backend with a `fit` method (the local one)
+    cuts an input too long for its context, so the cache key, the answer's validation and
+    the call all see the text the model sees."""
+    fit = getattr(backend, "fit", None)
+    if fit is None:
+        return prompt
+    return fit(prompt, schema, max_tokens=max_tokens)
+
+
 class StructuredLLM:
     """Structured answers with retries, validation, a cache and usage counts. Output models'
     validators get the prompt as validation context (`info.context["prompt"]`), so an answer
@@ -314,13 +326,7 @@ class StructuredLLM:
 
     # -- helpers -----------------------------------------------------------
     def _fitted(self, prompt: Prompt, schema: dict[str, Any]) -> Prompt:
-        """The prompt as the backend takes it: a backend with a `fit` method (the local
-        one) cuts an input too long for its context, so the cache key, the answer's
-        validation and the call all see the text the model sees."""
-        fit = getattr(self.backend, "fit", None)
-        if fit is None:
-            return prompt
-        return fit(prompt, schema, max_tokens=self.config.max_output_tokens)
+        return fitted_prompt(self.backend, prompt, schema, max_tokens=self.config.max_output_tokens)
 
     def _retry_delay(self, attempt: int, error: LLMError) -> float:
         """Exponential backoff, or what the server asked for (`retry-after`), capped."""

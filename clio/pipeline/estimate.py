@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,7 +46,7 @@ from clio.hierarchy import Naming, TreeSettings, next_level_size, parent_level_s
 from clio.ingest import ingest
 from clio.llm import guided
 from clio.llm.base import Example, LLMBackend, LLMUnavailable, Prompt, TokenCounter
-from clio.llm.client import StructuredLLM, cache_key, prices
+from clio.llm.client import StructuredLLM, cache_key, fitted_prompt, prices
 from clio.llm.factory import build_backend, prompt_style, token_counter
 from clio.llm.render import chat_prompt, completion_parts
 from clio.mapping import UMAP_NEIGHBOURS
@@ -321,6 +321,10 @@ class InputFacts:
         return counted + rest * ratio
 
 
+# A prompt as the backend takes it (`clio.llm.client.fitted_prompt`): cut to its context.
+Fit = Callable[[Prompt, dict[str, Any]], Prompt]
+
+
 def read_input(
     config: RunConfig,
     input_paths: list[str],
@@ -328,6 +332,7 @@ def read_input(
     call: FacetCall | None,
     tokens: Tokens,
     samples: int,
+    fit: Fit,
 ) -> InputFacts:
     facts = InputFacts()
     clustered = [f for f in config.facets if f.cluster and f.extractor == "user_text"]
@@ -336,7 +341,8 @@ def read_input(
     def note(_: int, conversation: Conversation) -> bool:
         facts.content_hashes.append(conversation.content_hash())
         if call is not None:
-            _, own = tokens.shared_and_own(call.prompt(conversation.messages), schema)
+            prompt = fit(call.prompt(conversation.messages), schema)
+            _, own = tokens.shared_and_own(prompt, schema)
             facts.own_chars.append(len(own))
             if len(facts.own_tokens) < EXACT_PROMPTS:
                 facts.own_tokens.append(tokens.counter.count(own))
@@ -361,6 +367,7 @@ def cached_facet_prompts(
     call: FacetCall,
     backend: LLMBackend,
     config: RunConfig,
+    fit: Fit,
 ) -> int:
     """Facet prompts whose answer the private store already holds: the stored scrubbed
     text of a conversation with the same content hash gives the exact prompt."""
@@ -374,7 +381,7 @@ def cached_facet_prompts(
             for conversation in store.get_conversations(part):
                 key = cache_key(
                     backend.identifier,
-                    call.prompt(conversation.messages),
+                    fit(call.prompt(conversation.messages), schema),
                     schema,
                     config.llm.temperature,
                     config.llm.max_output_tokens,
@@ -689,7 +696,15 @@ def _estimate(
     except LLMUnavailable as exc:
         assumptions.append(f"the backend is not usable as configured: {exc}")
     tokens = Tokens(counter, prompt_style(config.llm), config.llm.backend)
-    facts = read_input(config, input_paths, limit, call, tokens, config.describe.samples_inside)
+
+    def fit(prompt: Prompt, schema: dict[str, Any]) -> Prompt:
+        if backend is None:
+            return prompt
+        return fitted_prompt(backend, prompt, schema, max_tokens=config.llm.max_output_tokens)
+
+    facts = read_input(
+        config, input_paths, limit, call, tokens, config.describe.samples_inside, fit
+    )
     speed = speed_of(config)
     timing = Timing(
         speed,
@@ -703,7 +718,7 @@ def _estimate(
     if call is not None and facts.n_conversations:
         private = RunPaths(output_dir).private
         cached = (
-            cached_facet_prompts(private, facts, call, backend, config)
+            cached_facet_prompts(private, facts, call, backend, config, fit)
             if backend is not None
             else 0
         )
