@@ -15,7 +15,7 @@ import presidio_analyzer
 import spacy
 import yaml
 from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
-from spacy.attrs import IDX, LENGTH
+from spacy.attrs import IDX, LOWER
 from spacy.tokens import Doc
 
 _log = logging.getLogger("clio.scrub")
@@ -71,18 +71,16 @@ class LowercaseLemmaNlpEngine(SpacyNlpEngine):
     token by token."""
 
     def _doc_to_nlp_artifact(self, doc: Doc, language: str) -> NlpArtifacts:
-        text = doc.text
-        offsets = doc.to_array([IDX, LENGTH]).tolist() if len(doc) else []
-        # A token's LOWER is `str.lower` of its text (spaCy's lexical attribute).
-        lemmas = [text[start : start + length].lower() for start, length in offsets]
+        columns = doc.to_array([IDX, LOWER]).tolist() if len(doc) else []
+        strings = doc.vocab.strings
         entities, scores = self._get_updated_entities(
             self._get_entities(doc), self._get_scores_for_entities(doc)
         )
         return NlpArtifacts(
             entities=entities,
             tokens=doc,
-            tokens_indices=[start for start, _ in offsets],
-            lemmas=lemmas,
+            tokens_indices=[start for start, _ in columns],
+            lemmas=[strings[lower] for _, lower in columns],
             nlp_engine=self,
             language=language,
             scores=scores,
