@@ -22,6 +22,7 @@ from clio.scrub.recognizers.names import is_wordlike_name, name_parts, ner_perso
 from clio.scrub.recognizers.person_names import find_person_names
 from clio.scrub.recognizers.places import find_places
 from clio.scrub.recognizers.registry import (
+    DIGIT_RECOGNIZERS,
     RECOGNIZERS,
     clio_recognizer_names,
     recognizers_version,
@@ -255,6 +256,48 @@ def test_every_registered_recognizer_is_installed(scrubber):
     names = {r.name for r in scrubber._analyzers["en"].registry.recognizers}
     assert {make("en").name for make in RECOGNIZERS} <= names
     assert clio_recognizer_names() <= names
+
+
+def _digit_recognizers(scrubber: PresidioScrubber) -> list:
+    registry = scrubber._analyzers["en"].registry
+    return [r for r in registry.recognizers if r.name in DIGIT_RECOGNIZERS]
+
+
+def test_digit_recognizers_run_only_on_texts_with_a_digit(scrubber, monkeypatch):
+    gated = _digit_recognizers(scrubber)
+    assert {r.name for r in gated} == DIGIT_RECOGNIZERS  # every name is a recognizer
+    ran: list[str] = []
+    for recognizer in gated:
+        base = type(recognizer).__mro__[1]
+        monkeypatch.setattr(base, "analyze", lambda self, *_a, **_k: ran.append(self.name) or [])
+    for recognizer in gated:
+        recognizer.analyze("Call me on the office line, Anna", recognizer.supported_entities)
+    assert ran == []
+    # Control: a digit, also a non-ASCII one, and every one of them runs.
+    for text in ("Call me on 0171 555 0100", "رقمي ٠١٧١٥٥٥٠١٠٠"):
+        ran.clear()
+        for recognizer in gated:
+            recognizer.analyze(text, recognizer.supported_entities)
+        assert sorted(ran) == sorted(DIGIT_RECOGNIZERS)
+
+
+def test_digit_recognizers_find_nothing_once_the_digits_are_gone(scrubber):
+    """What the gate skips cannot be found anyway: the texts with digits among the span
+    tests, digits dropped or turned into look-alike letters, give the ungated
+    recognizers nothing (and the texts as they are give them something: the control)."""
+    texts = [text for text, *_ in POSITIVES + NEGATIVES if any(c.isdigit() for c in text)]
+    gated = _digit_recognizers(scrubber)
+
+    def findings(texts: list[str]) -> int:
+        return sum(
+            len(type(r).__mro__[1].analyze(r, text, r.supported_entities, None))
+            for r in gated
+            for text in texts
+        )
+
+    assert findings(texts) > 0
+    for letter in ("", "O", "l", "I"):
+        assert findings(["".join(letter if c.isdigit() else c for c in t) for t in texts]) == 0
 
 
 def test_recognizers_version_is_derived_from_source_and_data():

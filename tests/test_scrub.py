@@ -70,6 +70,20 @@ def test_placeholders_are_numbered_consistently_across_messages(scrubber):
     ]
 
 
+def test_the_nlp_engine_runs_the_ner_alone_with_lower_case_lemmas(scrubber):
+    engine = scrubber._analyzers["en"].nlp_engine
+    nlp = engine.get_nlp("en")
+    assert nlp.pipe_names == ["ner"]
+    text = "Dr. İlkay O'Neil   CALLED me at\n555-0100, didn't she? ÉTÉ"
+    artifacts = engine.process_text(text, "en")
+    doc = nlp(text)
+    assert artifacts.lemmas == [token.lower_ for token in doc]
+    assert artifacts.tokens_indices == [token.idx for token in doc]
+    assert {"called", "été"} <= set(artifacts.keywords)  # what context words are matched to
+    assert [token.lemma_ for token in doc] != artifacts.lemmas  # spaCy itself sets none
+    assert engine.process_text("", "en").lemmas == []
+
+
 def test_numbering_restarts_in_each_conversation(scrubber):
     first = conversation(("user", "Mary Jones called."), cid="a")
     second = conversation(("user", "John Smith called."), cid="b")

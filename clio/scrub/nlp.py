@@ -1,6 +1,6 @@
 """The spaCy side of the Presidio engine: which NER pipeline each language gets, its
 version for the scrubber's identifier, and an NLP engine that runs only what Presidio
-reads (tokens, lemmas, entities), nothing downloaded.
+reads (tokens, lower-case forms as lemmas, entities), nothing downloaded.
 """
 
 from __future__ import annotations
@@ -14,12 +14,8 @@ from typing import Any
 import presidio_analyzer
 import spacy
 import yaml
-from presidio_analyzer.nlp_engine import (
-    NerModelConfiguration,
-    NlpEngineProvider,
-    SpacyNlpEngine,
-)
-from spacy.language import Language
+from presidio_analyzer.nlp_engine import NerModelConfiguration, NlpArtifacts, SpacyNlpEngine
+from spacy.attrs import IDX, LOWER
 from spacy.tokens import Doc
 
 _log = logging.getLogger("clio.scrub")
@@ -68,31 +64,48 @@ def _nlp_configuration(language: str, model: str) -> dict[str, Any]:
     return configuration
 
 
-LOWERCASE_LEMMA = "clio_lowercase_lemma"
+class LowercaseLemmaNlpEngine(SpacyNlpEngine):
+    """Presidio's spaCy engine for a pipeline that runs the NER alone: each token's
+    lower-case form stands in for its lemma (what Presidio's context words are matched
+    against), read with the token offsets in one pass over the doc's arrays rather than
+    token by token."""
 
-
-@Language.component(LOWERCASE_LEMMA)
-def _lowercase_lemma(doc: Doc) -> Doc:
-    for token in doc:
-        token.lemma_ = token.lower_
-    return doc
+    def _doc_to_nlp_artifact(self, doc: Doc, language: str) -> NlpArtifacts:
+        columns = doc.to_array([IDX, LOWER]).tolist() if len(doc) else []
+        strings = doc.vocab.strings
+        entities, scores = self._get_updated_entities(
+            self._get_entities(doc), self._get_scores_for_entities(doc)
+        )
+        return NlpArtifacts(
+            entities=entities,
+            tokens=doc,
+            tokens_indices=[start for start, _ in columns],
+            lemmas=[strings[lower] for _, lower in columns],
+            nlp_engine=self,
+            language=language,
+            scores=scores,
+        )
 
 
 def build_nlp_engine(language: str) -> SpacyNlpEngine:
     model = ner_model(language)
     if model is not None:
-        engine = NlpEngineProvider(
-            nlp_configuration=_nlp_configuration(language, model)
-        ).create_engine()
+        configuration = _nlp_configuration(language, model)
+        engine = LowercaseLemmaNlpEngine(
+            models=configuration["models"],
+            ner_model_configuration=NerModelConfiguration.from_dict(
+                configuration["ner_model_configuration"]
+            ),
+        )
+        engine.load()
         # Presidio reads tokens, lemmas (to find context words) and entities. The NER has
         # its own token-to-vector layer, so everything else (shared tok2vec, tagger,
         # parser, attribute ruler, lemmatizer: about half of spaCy's time) is switched off
-        # and the lower-case token stands in for its lemma.
+        # and the engine takes the lower-case token for its lemma.
         nlp = engine.get_nlp(language)
         for name in nlp.pipe_names:
             if name != "ner":
                 nlp.disable_pipe(name)
-        nlp.add_pipe(LOWERCASE_LEMMA)
         return engine
     _log.warning(
         "scrub: no NER model installed for %r; names and places are not detected in it, "

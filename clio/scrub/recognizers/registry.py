@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 from importlib import metadata, resources
 
+import regex
 from presidio_analyzer import EntityRecognizer, RecognizerRegistry
 from presidio_analyzer.nlp_engine import NlpEngine
 from presidio_analyzer.predefined_recognizers import (
@@ -146,6 +147,55 @@ def install_recognizers(
         registry.add_recognizer(recognizer)
     for name in disabled:
         registry.remove_recognizer(name)
+    for recognizer in registry.recognizers:
+        if recognizer.name in DIGIT_RECOGNIZERS:
+            recognizer.__class__ = _digit_gated(type(recognizer))
+
+
+# Recognizers each of whose patterns needs a digit (phone, card, bank, ID and licence
+# numbers, postcodes, dates of birth, house numbers, wallets, secret values): most chat
+# turns hold none, and on those they are not run at all (about a fifth of the scrub's time).
+DIGIT_RECOGNIZERS = frozenset(
+    {
+        # Presidio's
+        "CreditCardRecognizer",
+        "IbanRecognizer",
+        "MedicalLicenseRecognizer",
+        "NhsRecognizer",
+        "PhoneRecognizer",
+        "UsBankRecognizer",
+        "UsItinRecognizer",
+        "UsLicenseRecognizer",
+        "UsPassportRecognizer",
+        "UsSsnRecognizer",
+        # clio's
+        "BitcoinWalletRecognizer",
+        "CardNumberAfterContextRecognizer",
+        "DateOfBirthRecognizer",
+        "EthereumWalletRecognizer",
+        "NationalIdRecognizer",
+        "NumberedStreetRecognizer",
+        "PassportRecognizer",
+        "PhoneContextRecognizer",
+        "PostcodeRecognizer",
+        "SecretAssignmentRecognizer",
+    }
+)
+# Any Unicode decimal digit: what `\d` and `[0-9]` match in the recognizers' patterns and
+# what `phonenumbers` reads as a digit.
+_DIGIT = regex.compile(r"\d")
+
+
+@functools.cache
+def _digit_gated(cls: type[EntityRecognizer]) -> type[EntityRecognizer]:
+    """`cls` with an `analyze` that finds nothing, without running, in a text with no digit."""
+
+    def analyze(self, text, entities, nlp_artifacts=None, *args, **kwargs):
+        if _DIGIT.search(text) is None:
+            return []
+        return cls.analyze(self, text, entities, nlp_artifacts, *args, **kwargs)
+
+    return type(cls.__name__, (cls,), {"analyze": analyze, "__module__": cls.__module__})
 
 
 @functools.cache
