@@ -386,6 +386,10 @@ def test_real_model_reuses_exactly_the_shared_prompt_part():
     with backend.pool.context() as context:
         n_shared = len(context.tokenize(shared.encode(), bos=True))
     assert evaluated[0] - evaluated[2] == n_shared
+    # The CPU split benchmarks read: prompt evaluation and the evaluation steps after it.
+    split = stats.as_dict()
+    assert split["calls"] == 4 and split["steps"] >= 4
+    assert split["prefill_seconds"] > 0 and split["step_seconds"] > 0
 
 
 @pytest.mark.slow
