@@ -479,15 +479,20 @@ class LocalBackend:
                 )
             before = replace(context.counts)
             shared, own = completion_parts(prompt)
-            result = guided.decode(
-                context,
-                own,
-                fields,
-                shared=shared,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                seed=SEED,
-            )
+            try:
+                result = guided.decode(
+                    context,
+                    own,
+                    fields,
+                    shared=shared,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    seed=SEED,
+                )
+            except LLMError:
+                # A failed attempt's evaluation counts too (its tokens are not reported).
+                pool.stats.add(0, 0, context.counts.minus(before))
+                raise
             pool.stats.add(result.input_tokens, result.output_tokens, context.counts.minus(before))
         return Completion(
             data=result.data,
