@@ -14,6 +14,14 @@ LIMIT ?= 500
 PYTEST_ARGS ?= -n 2 --dist loadfile --durations=25
 # Portable llama.cpp build: a wheel built with -march=native can crash on another CPU.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# `make install LLAMA_AVX512=1` on a CPU with AVX-512 VNNI (the wheel then runs only on such
+# CPUs): the local model's prompt evaluation, most of the LLM facet step's CPU time, measured
+# 1.3-1.5x faster there (bench/llm_cost.py; docs/SCALE.md). Its numbers differ slightly from
+# the AVX2 build's, so some greedy answers differ too.
+LLAMA_AVX512 ?= 0
+ifeq ($(LLAMA_AVX512),1)
+LLAMA_CMAKE_ARGS += -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_BF16=ON
+endif
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1

@@ -371,6 +371,7 @@ def test_real_model_reuses_exactly_the_shared_prompt_part():
     schema = Label.model_json_schema()
     other = Prompt(**{**LABEL_PROMPT.__dict__, "input": "This is the worst day of my life."})
     stats = backend.pool.stats
+    start = stats.as_dict()
     answers, evaluated = [], []
     for prompt in (LABEL_PROMPT, other, LABEL_PROMPT, LABEL_PROMPT):
         before = stats.evaluated_tokens
@@ -386,6 +387,28 @@ def test_real_model_reuses_exactly_the_shared_prompt_part():
     with backend.pool.context() as context:
         n_shared = len(context.tokenize(shared.encode(), bos=True))
     assert evaluated[0] - evaluated[2] == n_shared
+    # The CPU split benchmarks read: prompt evaluation and the evaluation steps after it.
+    split = {k: v - start[k] for k, v in stats.as_dict().items()}
+    assert split["calls"] == 4 and split["steps"] >= 4
+    assert split["prefill_seconds"] > 0 and split["step_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_real_model_counts_the_evaluation_of_failed_attempts():
+    backend = LocalBackend(contexts=1)
+    stats = backend.pool.stats
+    tight = {"type": "object", "properties": {"label": {"type": "string", "maxLength": 1}}}
+    roomy = {"type": "object", "properties": {"label": {"type": "string", "maxLength": 40}}}
+    before = stats.as_dict()
+    with pytest.raises(LLMError, match="longer than"):
+        backend.generate(LABEL_PROMPT, tight, max_tokens=64, temperature=0.0)
+    failed = {k: v - before[k] for k, v in stats.as_dict().items()}
+    assert failed["calls"] == 1 and failed["evaluated_tokens"] > 0
+    assert failed["prefill_seconds"] > 0
+    # Control: the same prompt answered counts its tokens as well.
+    backend.generate(LABEL_PROMPT, roomy, max_tokens=64, temperature=0.0)
+    both = {k: v - before[k] for k, v in stats.as_dict().items()}
+    assert both["calls"] == 2 and both["sampled_tokens"] > 0
 
 
 @pytest.mark.slow

@@ -32,9 +32,10 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -171,21 +172,58 @@ def grammar_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
+class EvalCounts:
+    """What one context evaluated, and the CPU time (of the calling thread: a one-thread
+    llama.cpp context computes in it) spent inside llama.cpp doing it."""
+
+    evaluated: int = 0  # tokens evaluated
+    prefill_seconds: float = 0.0  # the prompt (`begin`)
+    steps: int = 0  # evaluations after the prompt: one per sampled token or fed structure
+    step_seconds: float = 0.0
+
+    def minus(self, before: EvalCounts) -> EvalCounts:
+        return EvalCounts(
+            self.evaluated - before.evaluated,
+            self.prefill_seconds - before.prefill_seconds,
+            self.steps - before.steps,
+            self.step_seconds - before.step_seconds,
+        )
+
+
+@dataclass
 class ContextStats:
-    """Token counts of a context pool's guided calls, for benchmarks."""
+    """Token counts and llama.cpp CPU time of a context pool's guided calls, for benchmarks."""
 
     calls: int = 0
     prompt_tokens: int = 0  # tokens of every prompt and fed structure
     evaluated_tokens: int = 0  # of those, evaluated (the rest came from the prefix cache)
     sampled_tokens: int = 0
+    prefill_seconds: float = 0.0
+    steps: int = 0
+    step_seconds: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, prompt: int, evaluated: int, sampled: int) -> None:
+    def add(self, prompt: int, sampled: int, counts: EvalCounts) -> None:
         with self.lock:
             self.calls += 1
             self.prompt_tokens += prompt
-            self.evaluated_tokens += evaluated
+            self.evaluated_tokens += counts.evaluated
             self.sampled_tokens += sampled
+            self.prefill_seconds += counts.prefill_seconds
+            self.steps += counts.steps
+            self.step_seconds += counts.step_seconds
+
+    def as_dict(self) -> dict[str, float]:
+        with self.lock:
+            return {
+                "calls": self.calls,
+                "prompt_tokens": self.prompt_tokens,
+                "evaluated_tokens": self.evaluated_tokens,
+                "sampled_tokens": self.sampled_tokens,
+                "prefill_seconds": self.prefill_seconds,
+                "steps": self.steps,
+                "step_seconds": self.step_seconds,
+            }
 
 
 class LlamaTokens:
@@ -199,7 +237,8 @@ class LlamaTokens:
         self._vocab = llama_cpp.llama_model_get_vocab(llama.model)
         self._n_vocab = llama.n_vocab()
         self._pieces: dict[int, bytes] = {}
-        self.evaluated = 0
+        self.counts = EvalCounts()
+        self._in_prompt = False
 
     def tokenize(self, text: bytes, *, bos: bool) -> list[int]:
         return self.llama.tokenize(text, add_bos=bos, special=False) if text else []
@@ -216,6 +255,13 @@ class LlamaTokens:
         )
 
     def begin(self, shared: list[int], own: list[int]) -> np.ndarray:
+        self._in_prompt = True
+        try:
+            return self._begin(shared, own)
+        finally:
+            self._in_prompt = False
+
+    def _begin(self, shared: list[int], own: list[int]) -> np.ndarray:
         llama = self.llama
         cached = llama.input_ids[: llama.n_tokens]
         reusable = len(cached) >= len(shared) > 0 and np.array_equal(
@@ -236,11 +282,18 @@ class LlamaTokens:
         if tokens:
             if llama.n_tokens + len(tokens) > llama.n_ctx():
                 raise LLMError(f"the prompt does not fit the context ({llama.n_ctx()} tokens)")
+            start = time.thread_time()
             try:
                 llama.eval(tokens)
             except RuntimeError as exc:
                 raise LLMError(f"llama.cpp could not evaluate the prompt: {exc}") from None
-            self.evaluated += len(tokens)
+            seconds = time.thread_time() - start
+            self.counts.evaluated += len(tokens)
+            if self._in_prompt:
+                self.counts.prefill_seconds += seconds
+            else:
+                self.counts.steps += 1
+                self.counts.step_seconds += seconds
         pointer = self._lib.llama_get_logits_ith(llama.ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self._n_vocab,))
 
@@ -424,18 +477,23 @@ class LocalBackend:
                 return self._free_then_grammar(
                     context.llama, prompt, schema, max_tokens, temperature
                 )
-            before = context.evaluated
+            before = replace(context.counts)
             shared, own = completion_parts(prompt)
-            result = guided.decode(
-                context,
-                own,
-                fields,
-                shared=shared,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                seed=SEED,
-            )
-            pool.stats.add(result.input_tokens, context.evaluated - before, result.output_tokens)
+            try:
+                result = guided.decode(
+                    context,
+                    own,
+                    fields,
+                    shared=shared,
+                    temperature=temperature,
+                    max_tokens=max_tokens,
+                    seed=SEED,
+                )
+            except LLMError:
+                # A failed attempt's evaluation counts too (its tokens are not reported).
+                pool.stats.add(0, 0, context.counts.minus(before))
+                raise
+            pool.stats.add(result.input_tokens, result.output_tokens, context.counts.minus(before))
         return Completion(
             data=result.data,
             input_tokens=result.input_tokens,
