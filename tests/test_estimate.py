@@ -217,9 +217,7 @@ def test_json_goes_with_estimate(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_local_prompt_too_long_for_the_context_is_counted_as_the_model_takes_it(
-    tmp_path, capsys
-):
+def test_a_local_prompt_too_long_for_the_context_is_counted_as_the_model_takes_it(tmp_path, capsys):
     """The local backend cuts an input that does not fit its context (`clio.llm.budget`);
     the estimate counts the cut prompt, as the run sends it."""
     turn = "Here is my Python code, why does it fail? " + "value = compute(x) + 1\n" * 900
