@@ -251,6 +251,8 @@ def scrub_text(scrubber: PresidioScrubber, text: str) -> str:
         "Write a function that returns len(str1) + len(str2) for two strings str1 and str2.",
         "for i in range(1, n): print(fibonacci(i))",
         "The item costs 164.25 and the other 168.35.",
+        "```asm\nMOV AX, 4C00h\nINT 21h\nMOV DX, OFFSET Message\n```",
+        "Use `Jordan` as the class name and `Sydney` for the module.",
     ],
 )
 def test_code_and_prices_are_left_in_place(scrubber, text):
