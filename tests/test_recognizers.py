@@ -8,6 +8,7 @@ import pytest
 
 from clio.config import ScrubConfig
 from clio.scrub import PresidioScrubber, build_scrubber
+from clio.scrub.recognizers.code import code_regions, not_pii
 from clio.scrub.recognizers.gazetteers import (
     common_words,
     everyday_words,
@@ -498,3 +499,65 @@ def test_gazetteers_are_loaded_from_their_packages():
     assert not {"will", "the", "can", "hope"} & names
     assert {"weather", "house"} <= words
     assert ("new", "zealand") in place_names()["new"]
+
+
+# --- code and numbers that are not PII -------------------------------------------------
+
+
+def not_pii_at(text: str, entity_type: str, value: str) -> bool:
+    start = text.index(value)
+    return not_pii(text, entity_type, start, start + len(value), code_regions(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "entity_type", "value"),
+    [
+        # code characters in a name, a place or an address
+        ("for i in range(1, n):", "LOCATION", "range(1"),
+        ("n = len(str1) + len(str2)", "STREET_ADDRESS", "= len(str1"),
+        # an identifier with no listed name in it
+        ("compare str1 with str2", "PERSON", "str2"),
+        ("the x86 instruction set", "LOCATION", "x86"),
+        ("call os.path to join", "LOCATION", "os.path"),
+        # a computing term
+        ("Return the answer in JSON format", "LOCATION", "JSON"),
+        ("how will ai change jobs", "LOCATION", "ai"),
+        # inside Markdown code, fenced (closed or cut off) or inline
+        ("Explain this:\n```\nMOV AX, 1\n```", "LOCATION", "MOV AX"),
+        ("Explain this:\n```asm\nMOV AX, 1", "LOCATION", "MOV AX"),
+        ("What does `MOV AX, BX` do?", "LOCATION", "MOV AX"),
+        # a decimal price read as a phone number
+        ("The total was 164.25 dollars", "PHONE_NUMBER", "164.25"),
+        ("it costs 1,299.99 now", "PHONE_NUMBER", "1,299.99"),
+    ],
+)
+def test_code_and_decimal_numbers_are_not_pii(text, entity_type, value):
+    assert not_pii_at(text, entity_type, value)
+
+
+@pytest.mark.parametrize(
+    ("text", "entity_type", "value"),
+    [
+        ("call John at 555-123-4567", "PERSON", "John"),
+        ("call John at 555-123-4567", "PHONE_NUMBER", "555-123-4567"),
+        ("my number is 555.1234", "PHONE_NUMBER", "555.1234"),
+        ("I live in 12 Oak Street", "STREET_ADDRESS", "12 Oak Street"),
+        ("ship to Apt 4B, 12 Oak Street", "STREET_ADDRESS", "Apt 4B, 12 Oak Street"),
+        ("I moved to Springfield last year", "LOCATION", "Springfield"),
+        ("I met Ai at the station", "PERSON", "Ai"),
+        # a bracket at the NER model's boundary, handles
+        ("Toni Kroos - [here] (https://example.com)", "PERSON", "Toni Kroos - ["),
+        ("[written by Jo] (https://example.com)", "PERSON", "Jo] (https://example.com)"),
+        ("RT @Prettyboy_flako: who wins", "PERSON", "RT @Prettyboy_flako:"),
+        # user names that hold a listed name stay replaced
+        ("add john_smith to the group", "PERSON", "john_smith"),
+        ("my login is jane93", "PERSON", "jane93"),
+        # inside code, strings and comments are data
+        ('```\nuser = "John Smith"\n```', "PERSON", "John Smith"),
+        ("```\nx = 1  # by Maria Kowalczyk\n```", "PERSON", "Maria Kowalczyk"),
+        # pattern types are not judged, even inside code
+        ("`key = sk_live_abc`", "API_KEY", "sk_live_abc"),
+    ],
+)
+def test_names_places_addresses_and_phones_outside_code_are_pii(text, entity_type, value):
+    assert not not_pii_at(text, entity_type, value)

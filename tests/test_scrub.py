@@ -242,6 +242,38 @@ def scrub_text(scrubber: PresidioScrubber, text: str) -> str:
     return scrubbed
 
 
+# --- code and numbers that are not PII --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Write a function that returns len(str1) + len(str2) for two strings str1 and str2.",
+        "for i in range(1, n): print(fibonacci(i))",
+        "The item costs 164.25 and the other 168.35.",
+        "```asm\nMOV AX, 4C00h\nINT 21h\nMOV DX, OFFSET Message\n```",
+        "Use `Jordan` as the class name and `Sydney` for the module.",
+    ],
+)
+def test_code_and_prices_are_left_in_place(scrubber, text):
+    assert scrub_text(scrubber, text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("call John at 555-123-4567", "call <PERSON_1> at <PHONE_NUMBER_1>"),
+        ("I live in 12 Oak Street", "I live in <STREET_ADDRESS_1>"),
+        (
+            'Fix this:\n```\nuser = "Maria Kowalczyk"\n```',
+            'Fix this:\n```\nuser = "<PERSON_1>"\n```',
+        ),
+    ],
+)
+def test_names_and_phones_beside_code_are_still_replaced(scrubber, text, expected):
+    assert scrub_text(scrubber, text) == expected
+
+
 # --- keep policy: public places ------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from presidio_analyzer.chunkers import CharacterBasedTextChunker
 
 from clio.config import ScrubConfig
 from clio.scrub.nlp import build_nlp_engine, check_language, model_version
+from clio.scrub.recognizers.code import code_regions, not_pii
 from clio.scrub.recognizers.gazetteers import is_public_place
 from clio.scrub.recognizers.names import is_wordlike_name, ner_person_label
 from clio.scrub.recognizers.registry import build_registry, recognizers_version
@@ -149,10 +150,13 @@ class PresidioScrubber:
         spans = []
         for text, chunks in zip(texts, chunks_per_text, strict=True):
             results = self._join_chunks(text, [next(chunk_results) for _ in chunks])
+            code = code_regions(text)
             found = [
                 _corrected_ner_person(text, _to_span(r)) if _from_ner(r, "PERSON") else _to_span(r)
                 for r in results
-                if self._passes_threshold(r) and not _ner_word_phrase(text, r)
+                if self._passes_threshold(r)
+                and not _ner_word_phrase(text, r)
+                and not not_pii(text, r.entity_type, r.start, r.end, code)
             ]
             # After the join: a public place inside a street address stays a part of it.
             found = self._without_kept(text, join_address_parts(text, found))
