@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from pydantic import BaseModel, Field
@@ -389,3 +390,23 @@ def test_build_backend_reads_keys_from_the_environment(monkeypatch):
     )
     assert isinstance(compat, OpenAICompatibleBackend)
     assert compat.identifier == "openai-compatible:m:chat"
+
+
+def test_a_prompt_asked_twice_in_one_batch_reaches_the_backend_once():
+    """Two copies in flight at once would both be asked; one after the other, the second
+    would be a cache hit: the batch asks once whatever the timing, and counts the copy as
+    answered from the cache, as a sequential run does."""
+    prompts = [prompt("a"), prompt("b"), prompt("a"), prompt("a")]
+    backend = FakeBackend(echo_answer, delay=0.05)
+    llm = client(backend, MemoryCache(), concurrency=4)
+    results = llm.ask_many(prompts, Answer)
+    assert [r.label for r in results] == ["a", "b", "a", "a"]
+    assert sorted(c.prompt.input for c in backend.calls) == ["a", "b"]
+    assert (llm.usage.calls, llm.usage.cached_calls) == (2, 2)
+
+    # control: the same prompts asked concurrently one by one reach the backend each time
+    backend = FakeBackend(echo_answer, delay=0.05)
+    llm = client(backend, MemoryCache(), concurrency=4)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda p: llm.ask(p, Answer), prompts))
+    assert len(backend.calls) == 4

@@ -300,15 +300,33 @@ class StructuredLLM:
         """Answers in the order of `prompts`, `config.concurrency` calls in flight at once
         (or as many as the backend answers in parallel, when it says so)."""
         results: list[T | LLMFailure | None] = [None] * len(prompts)
+        # A prompt asked twice is asked once: two copies in flight at once would both
+        # reach the backend, one after the other would find the first's answer cached, so
+        # the calls made (and the usage figures) would depend on timing.
+        copies: dict[str, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            copies.setdefault(_prompt_identity(prompt), []).append(i)
         with (
             Progress(label, total=len(prompts), unit="call", logger=_log) as progress,
             ThreadPoolExecutor(max_workers=self.parallel_calls) as pool,
         ):
-            futures = {pool.submit(self.ask, p, output): i for i, p in enumerate(prompts)}
+            futures = {
+                pool.submit(self.ask, prompts[indices[0]], output): indices
+                for indices in copies.values()
+            }
             try:
                 for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    progress.update()
+                    indices = futures[future]
+                    result = future.result()
+                    for i in indices:
+                        results[i] = result
+                    if len(indices) > 1:  # the copies count as answers from the cache
+                        failed = isinstance(result, LLMFailure)
+                        self._count(
+                            cached_calls=len(indices) - 1,
+                            failures=(len(indices) - 1) * int(failed),
+                        )
+                    progress.update(len(indices))
             except BaseException:
                 # e.g. LLMUnavailable: do not start the calls still queued.
                 for future in futures:
@@ -365,6 +383,11 @@ class StructuredLLM:
         with self._usage_lock:
             for name, delta in deltas.items():
                 setattr(self.usage, name, getattr(self.usage, name) + delta)
+
+
+def _prompt_identity(prompt: Prompt) -> str:
+    """Equal for equal prompts (their examples hold dicts, so a prompt is not hashable)."""
+    return json.dumps(asdict(prompt), ensure_ascii=False, sort_keys=True, default=str)
 
 
 def _short(exc: ValidationError) -> str:
