@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -182,12 +182,10 @@ class EvalCounts:
     step_seconds: float = 0.0
 
     def minus(self, before: EvalCounts) -> EvalCounts:
-        return EvalCounts(
-            self.evaluated - before.evaluated,
-            self.prefill_seconds - before.prefill_seconds,
-            self.steps - before.steps,
-            self.step_seconds - before.step_seconds,
-        )
+        return EvalCounts(*(a - b for a, b in zip(astuple(self), astuple(before), strict=True)))
+
+    def plus(self, other: EvalCounts) -> EvalCounts:
+        return EvalCounts(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 @dataclass
@@ -196,33 +194,31 @@ class ContextStats:
 
     calls: int = 0
     prompt_tokens: int = 0  # tokens of every prompt and fed structure
-    evaluated_tokens: int = 0  # of those, evaluated (the rest came from the prefix cache)
     sampled_tokens: int = 0
-    prefill_seconds: float = 0.0
-    steps: int = 0
-    step_seconds: float = 0.0
+    evaluation: EvalCounts = field(default_factory=EvalCounts)  # of the prompt tokens,
+    # those evaluated (the rest came from the prefix cache), and llama.cpp's time
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def evaluated_tokens(self) -> int:
+        return self.evaluation.evaluated
 
     def add(self, prompt: int, sampled: int, counts: EvalCounts) -> None:
         with self.lock:
             self.calls += 1
             self.prompt_tokens += prompt
-            self.evaluated_tokens += counts.evaluated
             self.sampled_tokens += sampled
-            self.prefill_seconds += counts.prefill_seconds
-            self.steps += counts.steps
-            self.step_seconds += counts.step_seconds
+            self.evaluation = self.evaluation.plus(counts)
 
     def as_dict(self) -> dict[str, float]:
         with self.lock:
+            evaluation = asdict(self.evaluation)
             return {
                 "calls": self.calls,
                 "prompt_tokens": self.prompt_tokens,
-                "evaluated_tokens": self.evaluated_tokens,
+                "evaluated_tokens": evaluation.pop("evaluated"),
                 "sampled_tokens": self.sampled_tokens,
-                "prefill_seconds": self.prefill_seconds,
-                "steps": self.steps,
-                "step_seconds": self.step_seconds,
+                **evaluation,
             }
 
 
